@@ -1,0 +1,10 @@
+/**
+ * The command registry: one line per top-level command. Each command lives
+ * in its own thin file under src/cli/.
+ */
+import type { Command } from './command.js';
+import { versionCommand } from './version.js';
+
+export const commands: Command[] = [
+  versionCommand,
+];
