@@ -6,4 +6,7 @@ import type { Command } from './command.js';
 import { versionCommand } from './version.js';
 import { doctorCommand } from './doctor.js';
 
-export const commands: Command[] = [versionCommand, doctorCommand];
+export const commands: Command[] = [
+  versionCommand,
+  doctorCommand,
+];
