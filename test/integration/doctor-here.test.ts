@@ -82,3 +82,15 @@ test(
     }
   },
 );
+
+test(
+  'chooseAccel (for --accel auto) picks TCG here, whose guests can nest',
+  { timeout: 60_000 },
+  async () => {
+    const { chooseAccel } = await import('../../src/host/doctor.js');
+    const c = await chooseAccel({ run });
+    assert.equal(c.accel, 'tcg');
+    assert.equal(c.nested, true);
+    assert.equal(c.report.tcg.probe?.ok, true);
+  },
+);
