@@ -65,8 +65,11 @@ export interface VmSpec {
 /** Why a VM last stopped. */
 export interface LastExit {
   at: string;
-  /** `stopped` (asked: stop/kill), `exited` (QEMU ended by itself: guest poweroff or crash), `vanished` (process gone without a trace, e.g. kill -9). */
-  reason: 'stopped' | 'killed' | 'exited' | 'vanished';
+  /**
+   * `stopped` (nestvirt stop), `killed` (nestvirt kill or a forced stop),
+   * `exited` (QEMU ended without nestvirt: guest poweroff, crash, kill -9).
+   */
+  reason: 'stopped' | 'killed' | 'exited';
   /** Last lines of the serial console before it stopped. */
   consoleTail: string[];
   /** Last lines of QEMU's own log (its errors). */
