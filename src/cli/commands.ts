@@ -16,6 +16,7 @@ import { rmCommand } from './rm.js';
 import { consoleCommand } from './console.js';
 import { logsCommand } from './logs.js';
 import { execCommand } from './exec.js';
+import { imageCommand } from './image.js';
 
 export const commands: Command[] = [
   versionCommand,
@@ -31,4 +32,5 @@ export const commands: Command[] = [
   consoleCommand,
   logsCommand,
   execCommand,
+  imageCommand,
 ];

@@ -61,8 +61,7 @@ export const runCommand: Command = {
     const nics = await nicsFromFlags(list(args, 'net'), list(args, 'port'), name);
     const deps = vmDeps(ctx);
     const progress = new Progress(ctx.out);
-    await progress.step(`create VM ${name}`, async (update) =>
-      createVm(
+    await createVm(
         {
           name,
           ...(image ? { image } : {}),
@@ -76,9 +75,8 @@ export const runCommand: Command = {
           ...(str(args, 'append') ? { append: str(args, 'append')! } : {}),
           nics,
         },
-        { ...deps, progress: update },
+        { ...deps, progress },
         images(),
-      ),
     );
     let readyMs: number | null = null;
     if (!bool(args, 'no-start')) {

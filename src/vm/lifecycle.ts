@@ -16,6 +16,7 @@ import { NestvirtError, NotPossibleError, UsageError, ExitCode } from '../errors
 import type { ImageSpec } from '../image/types.js';
 import { writeJson } from '../state/store.js';
 import type { Runner } from '../util/exec.js';
+import type { Progress } from '../cli/output.js';
 import { qemuFeatures, type QemuFeatures } from './features.js';
 import { chooseAccel, hostSize, hostVerdict, type HostVerdict } from './host.js';
 import { formatBytes, checkVmName } from './parse.js';
@@ -41,8 +42,9 @@ export type ImageLookup = (opts: {
   root: string;
   name: string;
   run: Runner;
-  progress?: (detail: string) => void;
   env: NodeJS.ProcessEnv;
+  progress?: Progress;
+  note?: (line: string) => void;
 }) => Promise<ImageSpec>;
 
 /** What every lifecycle call needs from its caller. */
@@ -52,8 +54,8 @@ export interface VmDeps {
   env: NodeJS.ProcessEnv;
   /** Notes for people (accelerator fallback, nesting warnings): stderr in the CLI. */
   note?: (line: string) => void;
-  /** Progress detail of a long step. */
-  progress?: (detail: string) => void;
+  /** Live task list for long work (an image build). */
+  progress?: Progress;
   /** Overrides for tests: host verdict and QEMU features. */
   hostVerdict?: HostVerdict;
   features?: QemuFeatures;
@@ -124,7 +126,14 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
   let image: ImageSpec | undefined;
   if (o.image) {
     if (!getImage) throw new NotPossibleError('vm.no-images', 'images are not available in this build', 'boot a kernel directly: --kernel FILE --initrd FILE');
-    image = await getImage({ root: deps.root, name: o.image, run: deps.run, env: deps.env, ...(deps.progress ? { progress: deps.progress } : {}) });
+    image = await getImage({
+      root: deps.root,
+      name: o.image,
+      run: deps.run,
+      env: deps.env,
+      ...(deps.progress ? { progress: deps.progress } : {}),
+      ...(deps.note ? { note: deps.note } : {}),
+    });
     if (image.kernel) await mustExist(`image ${o.image}'s kernel`, image.kernel);
     if (image.initrd) await mustExist(`image ${o.image}'s initrd`, image.initrd);
     if (image.disk) await mustExist(`image ${o.image}'s disk`, image.disk);
