@@ -156,7 +156,9 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
   try {
     const kernel = o.kernel ?? image?.kernel;
     const initrd = o.kernel ? o.initrd : (o.initrd ?? image?.initrd);
-    const append = [o.kernel ? undefined : image?.cmdline, o.append].filter(Boolean).join(' ') || undefined;
+    // Built-in images take their host name from the command line (src/image/guest.ts).
+    const hostnameArg = !o.kernel && image?.builtin ? `nestvirt.hostname=${o.name}` : undefined;
+    const append = [o.kernel ? undefined : image?.cmdline, hostnameArg, o.append].filter(Boolean).join(' ') || undefined;
     let disk: VmSpec['disk'];
     if (image?.disk) {
       const baseSize = await virtualSize(deps.run, image.disk, image.diskFormat ?? 'qcow2');
