@@ -4,7 +4,9 @@
  */
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
+import { demoCommand } from './demo.js';
 
 export const commands: Command[] = [
   versionCommand,
+  demoCommand,
 ];
