@@ -20,3 +20,6 @@ export const PROJECT_ROOT = (() => {
 export const VERSION: string = (
   JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }
 ).version;
+
+/** bin/nestvirt of this build (the demo runs it as a child). */
+export const BIN_PATH = join(PROJECT_ROOT, 'bin', 'nestvirt');
