@@ -51,8 +51,6 @@ export interface Verdict {
   notes: Note[];
 }
 
-const EXT_NAME: Record<string, string> = { vmx: 'Intel VT-x (vmx)', svm: 'AMD-V (svm)' };
-
 /** The vendor module this CPU would use (even when not loaded). */
 export function expectedModule(f: HostFacts): string | null {
   switch (f.cpu.arch) {
@@ -406,5 +404,3 @@ export function diagnose(f: HostFacts): Verdict {
       : `accelerated VMs: no${fallback ? `; use QEMU TCG instead${fallback.nestedInGuest ? ' (its guests can run KVM)' : ''}` : ''}`;
   return { acceleratedVMs, acceleratedNestedVMs, summary, problems, fallback, notes };
 }
-
-export { EXT_NAME };
