@@ -334,6 +334,14 @@ export function diagnose(f: HostFacts): Verdict {
           'this pSeries guest already runs KVM-HV nested; a further level (L3) is not supported on POWER',
         fix: 'run nested guests one level up, on the PowerNV host',
       });
+    } else if (arch === 'ppc64le' && f.kvm.nested === null) {
+      add({
+        id: 'kvm.nested-unsupported',
+        severity: 'error',
+        affects: 'nested',
+        message: `${m} has no nested parameter: nested KVM-HV needs POWER9 or later and Linux 4.20 or later`,
+        fix: 'run nested guests on a POWER9 (or later) PowerNV host with a current kernel',
+      });
     } else if (f.kvm.nested !== true) {
       add({
         id: 'kvm.nested-off',
