@@ -209,7 +209,7 @@ export function diagnose(f: HostFacts): Verdict {
         : 'this machine is itself a PVM guest: kvm_pvm is present but does not bind ("this kernel is itself a kvm-pvm guest; not binding"), the CPU offers no VT-x/AMD-V, and there is no /dev/kvm',
       fix: layerBelowFix({ ...f, machine: { ...f.machine, cloud: null, hypervisor: 'pvm' } }),
     });
-  } else if (mod === 'kvm_pvm' && f.kvm.device) {
+  } else if (mod === 'kvm_pvm' && f.kvm.device && probe?.ok !== true) {
     blocked = true;
     add({
       id: 'kvm.pvm-only',
@@ -220,7 +220,12 @@ export function diagnose(f: HostFacts): Verdict {
         (probe?.ran ? ` (probe: ${probe.detail})` : ''),
       fix: 'for standard guests use QEMU TCG (see fallback); for accelerated guests boot a PVM guest kernel (CONFIG_PVM_GUEST) under it, or run on a host that exposes VT-x/AMD-V',
     });
-  } else if (ext === null && arch !== 'aarch64' && !(arch === 'ppc64le' && mod === 'kvm_pr')) {
+  } else if (
+    ext === null &&
+    mod !== 'kvm_pvm' &&
+    arch !== 'aarch64' &&
+    !(arch === 'ppc64le' && mod === 'kvm_pr')
+  ) {
     blocked = true;
     const what =
       arch === 'x86_64'
@@ -333,6 +338,15 @@ export function diagnose(f: HostFacts): Verdict {
         message:
           'this pSeries guest already runs KVM-HV nested; a further level (L3) is not supported on POWER',
         fix: 'run nested guests one level up, on the PowerNV host',
+      });
+    } else if (m === 'kvm_pvm') {
+      add({
+        id: 'kvm.nested-unsupported',
+        severity: 'error',
+        affects: 'nested',
+        message:
+          'kvm_pvm offers its guests no VT-x/AMD-V: they cannot run accelerated guests of their own',
+        fix: 'run nested guests under QEMU TCG inside them (-cpu max), or on a host with VT-x/AMD-V and nested=1',
       });
     } else if (arch === 'ppc64le' && f.kvm.nested === null) {
       add({

@@ -146,3 +146,22 @@ test('POWER8-style kvm_hv without a nested parameter: nesting unsupported, not "
     ['kvm.nested-unsupported'],
   );
 });
+
+test('a kvm_pvm whose probe guest did run: accelerated VMs yes, nesting no', async () => {
+  const f = await facts('pvm-host-devkvm');
+  f.kvm.probe = {
+    ran: true,
+    ok: true,
+    detail: 'ran',
+    ms: 20,
+    stage: 'guest',
+    guestSees: { vmx: false, svm: false },
+  };
+  const v = diagnose(f);
+  assert.equal(v.acceleratedVMs, true);
+  assert.equal(v.acceleratedNestedVMs, false);
+  assert.deepEqual(
+    v.problems.map((p) => p.id),
+    ['kvm.nested-unsupported'],
+  );
+});
