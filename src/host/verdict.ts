@@ -108,7 +108,7 @@ export function layerBelowFix(f: HostFacts): string {
       );
     case 'aws':
       return (
-        `AWS EC2${m.product ? ` (this is ${m.product})` : ''}: use a bare-metal instance type (*.metal, e.g. m5.metal, c5.metal), ` +
+        `AWS EC2${m.product ? ` (this is ${m.product})` : ''}: use a bare-metal instance type (*.metal, e.g. ${f.cpu.arch === 'aarch64' ? 'c6g.metal, m7g.metal' : 'm5.metal, c5.metal'}), ` +
         'or an 8th-generation Intel type (c8i, m8i, r8i and their flex variants) launched with `--cpu-options NestedVirtualization=enabled`; other virtualized types do not expose VT-x'
       );
     case 'azure':
@@ -221,10 +221,11 @@ export function diagnose(f: HostFacts): Verdict {
       fix: 'for standard guests use QEMU TCG (see fallback); for accelerated guests boot a PVM guest kernel (CONFIG_PVM_GUEST) under it, or run on a host that exposes VT-x/AMD-V',
     });
   } else if (
-    ext === null &&
-    mod !== 'kvm_pvm' &&
-    arch !== 'aarch64' &&
-    !(arch === 'ppc64le' && mod === 'kvm_pr')
+    (ext === null &&
+      mod !== 'kvm_pvm' &&
+      arch !== 'aarch64' &&
+      !(arch === 'ppc64le' && mod === 'kvm_pr')) ||
+    (arch === 'aarch64' && vm && !f.kvm.device)
   ) {
     blocked = true;
     const what =
@@ -232,7 +233,9 @@ export function diagnose(f: HostFacts): Verdict {
         ? 'neither VT-x (vmx) nor AMD-V (svm)'
         : arch === 's390x'
           ? 'no SIE (the "sie" feature)'
-          : 'no hypervisor mode (this is not a PowerNV host)';
+          : arch === 'aarch64'
+            ? 'no EL2 to this VM (no /dev/kvm)'
+            : 'no hypervisor mode (this is not a PowerNV host)';
     if (vm || pvm)
       add({
         id: 'cpu.no-extension',
