@@ -94,3 +94,13 @@ test(
     assert.equal(c.report.tcg.probe?.ok, true);
   },
 );
+
+test('--no-probe skips both probes and still gives the verdict', { timeout: 30_000 }, async () => {
+  const r = await runBin(['doctor', '--json', '--no-probe']);
+  assert.equal(r.code, 1);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.kvm.probe, null);
+  assert.equal(j.tcg.probe, null);
+  assert.equal(j.verdict.fallback.works, null);
+  assert.equal(j.verdict.problems[0].id, 'kvm.pvm-guest');
+});
