@@ -247,7 +247,7 @@ const createCommand: Command = {
         if (json) printJson(ctx.out, result);
         throw new NotPossibleError(
           'gcp.verify-timeout',
-          `instance ${o.name} is up but its startup script did not report within ${Math.round(t.verifyTimeoutMs / 1000)}s (${seen.bytes} bytes of serial output read)`,
+          `instance ${o.name} is up but its startup script did not report within ${t.verifyTimeoutMs / 1000}s (${seen.bytes} bytes of serial output read)`,
           `read the output: gcloud compute instances get-serial-port-output ${o.name} --zone ${o.zone} --project ${o.project}`,
         );
       }

@@ -522,7 +522,7 @@ export class FakeGcp {
   setPolicy(resource: string, enforce: boolean): void {
     const name = `${resource}/policies/compute.disableNestedVirtualization`;
     const etag = `W/"${this.id()}"`;
-    this.policies.set(name, { name, spec: { etag, updateTime: new Date().toISOString(), rules: [{ enforce }] }, etag });
+    this.policies.set(name, { name, spec: { etag, updateTime: new Date().toISOString(), rules: [{ enforce }] } });
   }
 
   private orgPolicy(res: ServerResponse, method: string, resource: string, constraint: string | undefined, verb: string | undefined, body: any): void {
@@ -548,7 +548,8 @@ export class FakeGcp {
     if (method === 'PATCH' && name) {
       const cur = this.policies.get(name);
       if (!cur) return gerr(res, 404, 'NOT_FOUND', `Requested entity was not found.`);
-      if (body?.etag && body.etag !== cur.etag) return gerr(res, 409, 'ABORTED', 'The etag does not match the current policy.');
+      const etag = body?.spec?.etag || body?.etag;
+      if (etag && etag !== cur.spec.etag) return gerr(res, 409, 'ABORTED', 'The etag does not match the current policy.');
       return send(res, 200, this.store({ ...body, name }));
     }
     return gerr(res, 404, 'NOT_FOUND', `The requested URL was not found on this server.`);
@@ -557,7 +558,7 @@ export class FakeGcp {
   private store(body: any): Record<string, any> {
     const rules = (body.spec?.rules ?? []).map((r: any) => ({ enforce: r.enforce === true }));
     const etag = `W/"${this.id()}"`;
-    const p = { name: body.name, spec: { etag, updateTime: new Date().toISOString(), rules }, etag };
+    const p = { name: body.name, spec: { etag, updateTime: new Date().toISOString(), rules } };
     this.policies.set(body.name, p);
     return p;
   }

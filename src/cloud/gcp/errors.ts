@@ -49,7 +49,7 @@ function normalise(e: unknown): Normalised | undefined {
     code?: unknown;
     status?: unknown;
     message?: string;
-    details?: string;
+    details?: unknown;
     statusDetails?: { reason?: string }[];
   };
   const data = any?.response?.data as
@@ -65,11 +65,14 @@ function normalise(e: unknown): Normalised | undefined {
     };
   }
   if (any?.response?.status) return { httpStatus: any.response.status, message: any.message ?? String(e) };
-  if (typeof any?.code === 'number' && GRPC_TO_HTTP[any.code] && (e as Error).name === 'GoogleError') {
+  // A gax GoogleError: a gRPC code number, plus `details`/`statusDetails`.
+  if (typeof any?.code === 'number' && GRPC_TO_HTTP[any.code] && ('statusDetails' in any || 'details' in any)) {
     const [http, status] = GRPC_TO_HTTP[any.code]!;
     // gax prefixes "7 PERMISSION_DENIED: "; keep Google's own text.
-    const message = (any.details || any.message || '').replace(/^\d+ [A-Z_]+: /, '');
-    return { httpStatus: http, status, reason: any.statusDetails?.find((d) => d.reason)?.reason, message };
+    const text = typeof any.details === 'string' && any.details ? any.details : (any.message ?? '');
+    const message = text.replace(/^\d+ [A-Z_]+: /, '');
+    const reason = (any as { reason?: string }).reason ?? any.statusDetails?.find((d) => d.reason)?.reason;
+    return { httpStatus: http, status, reason, message };
   }
   return undefined;
 }

@@ -48,13 +48,13 @@ export function policyName(t: PolicyTarget): string {
 /** A policy body as Org Policy v2 takes it (what `--dry-run` prints). */
 export interface PolicyBody {
   name: string;
-  spec: { rules: { enforce: boolean }[] };
-  etag?: string;
+  /** `etag` (from policies.get) makes the update a guarded read-modify-write. */
+  spec: { rules: { enforce: boolean }[]; etag?: string };
 }
 
 /** The body that sets the constraint: allow nesting = enforce false. */
 export function policyBody(t: PolicyTarget, enforce: boolean, etag?: string): PolicyBody {
-  return { name: policyName(t), spec: { rules: [{ enforce }] }, ...(etag ? { etag } : {}) };
+  return { name: policyName(t), spec: { rules: [{ enforce }], ...(etag ? { etag } : {}) } };
 }
 
 /** The gcloud command that does the same as `policy allow|deny`. */
@@ -125,7 +125,7 @@ export async function getPolicyState(gcp: Gcp, t: PolicyTarget): Promise<PolicyS
   return {
     resource: resourceName(t),
     constraint: CONSTRAINT,
-    set: own ? { enforced: enforcedOf(own), etag: own.etag ?? own.spec?.etag ?? null } : null,
+    set: own ? { enforced: enforcedOf(own), etag: own.spec?.etag || own.etag || null } : null,
     effective,
     nestedAllowed: !effective.enforced,
   };
@@ -139,7 +139,7 @@ export async function setPolicy(gcp: Gcp, t: PolicyTarget, enforce: boolean): Pr
     changed = false;
   } else {
     try {
-      const etag = own?.etag ?? undefined;
+      const etag = own?.spec?.etag ?? own?.etag ?? undefined;
       if (own) await gcp.orgPolicy.updatePolicy({ policy: policyBody(t, enforce, etag) });
       else await gcp.orgPolicy.createPolicy({ parent: resourceName(t), policy: policyBody(t, enforce) });
     } catch (e) {
