@@ -24,13 +24,32 @@ import {
   type CreateResult,
   type Timing,
 } from '../cloud/gcp/instance.js';
-import { createImage, gcloudImageCommand, imageBody, resolveFamily, validateImage, type ImageOptions } from '../cloud/gcp/image.js';
-import { gcloudPolicyCommand, getPolicyState, policyBody, policyTarget, setPolicy, type PolicyState } from '../cloud/gcp/policy.js';
+import {
+  createImage,
+  gcloudImageCommand,
+  imageBody,
+  resolveFamily,
+  validateImage,
+  type ImageOptions,
+} from '../cloud/gcp/image.js';
+import {
+  gcloudPolicyCommand,
+  getPolicyState,
+  policyBody,
+  policyTarget,
+  setPolicy,
+  type PolicyState,
+} from '../cloud/gcp/policy.js';
 import { NotPossibleError, UsageError } from '../errors.js';
 
 function need(args: ParsedArgs, flag: string, path: string): string {
   const v = str(args, flag);
-  if (!v) throw new UsageError('usage.missing-flag', `${path}: --${flag} is required`, `see \`nestvirt ${path} --help\``);
+  if (!v)
+    throw new UsageError(
+      'usage.missing-flag',
+      `${path}: --${flag} is required`,
+      `see \`nestvirt ${path} --help\``,
+    );
   return v;
 }
 
@@ -38,7 +57,12 @@ function seconds(args: ParsedArgs, flag: string, dflt: number): number {
   const v = str(args, flag);
   if (v === undefined) return dflt * 1000;
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError('usage.bad-value', `--${flag} must be a number of seconds, got ${JSON.stringify(v)}`, `e.g. --${flag} ${dflt}`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new UsageError(
+      'usage.bad-value',
+      `--${flag} must be a number of seconds, got ${JSON.stringify(v)}`,
+      `e.g. --${flag} ${dflt}`,
+    );
   return n * 1000;
 }
 
@@ -52,13 +76,23 @@ function timing(args: ParsedArgs, ctx: Context): Timing {
 }
 
 const mark = (out: Output, s: string): string =>
-  s === 'ok' ? paint(out, 'green', '✓') : s === 'fail' ? paint(out, 'red', '✗') : s === 'warn' ? paint(out, 'yellow', '!') : paint(out, 'gray', '-');
+  s === 'ok'
+    ? paint(out, 'green', '✓')
+    : s === 'fail'
+      ? paint(out, 'red', '✗')
+      : s === 'warn'
+        ? paint(out, 'yellow', '!')
+        : paint(out, 'gray', '-');
 
 function printCheck(out: Output, r: CheckReport): void {
-  println(out, `project ${r.project}${r.zone ? `, zone ${r.zone}` : ''}${r.machineType ? `, machine type ${r.machineType}` : ''}${r.offline ? ' (offline: static rules only)' : ''}`);
+  println(
+    out,
+    `project ${r.project}${r.zone ? `, zone ${r.zone}` : ''}${r.machineType ? `, machine type ${r.machineType}` : ''}${r.offline ? ' (offline: static rules only)' : ''}`,
+  );
   for (const f of r.findings) {
     println(out, `  ${mark(out, f.status)} ${f.id.padEnd(12)} ${f.message}`);
-    if (f.fix && f.status !== 'ok') println(out, `  ${' '.repeat(15)}${paint(out, 'yellow', 'fix:')} ${f.fix}`);
+    if (f.fix && f.status !== 'ok')
+      println(out, `  ${' '.repeat(15)}${paint(out, 'yellow', 'fix:')} ${f.fix}`);
   }
   println(
     out,
@@ -69,17 +103,20 @@ function printCheck(out: Output, r: CheckReport): void {
 }
 
 async function connectFor(ctx: Context, progress: Progress): Promise<Gcp> {
-  return progress.step('credentials (Application Default Credentials)', async () => connect(ctx.env));
+  return progress.step('credentials (Application Default Credentials)', async () =>
+    connect(ctx.env),
+  );
 }
 
 const checkCommand: Command = {
   name: 'check',
   summary: 'preflight: org policy, machine series, CPU platforms; a verdict with fixes',
-  usage: 'gcp check --project P [--zone Z] [--machine-type T] [--min-cpu-platform X] [--offline] [--json]',
+  usage:
+    'gcp check --project P [--zone Z] [--machine-type T] [--min-cpu-platform X] [--offline] [--json]',
   description: [
     'Checks whether an L1 instance in this project can run nested VMs: the effective org policy',
     'constraints/compute.disableNestedVirtualization, the machine series (Intel only; not E2,',
-    'AMD, Arm or memory-optimized), the zone\'s CPU platforms (Intel Haswell or later) and the',
+    "AMD, Arm or memory-optimized), the zone's CPU platforms (Intel Haswell or later) and the",
     'machine type. --offline uses only the static rules: no credentials, no API calls.',
     'Exit 1 when the verdict is negative.',
     '',
@@ -90,7 +127,11 @@ const checkCommand: Command = {
     project: { type: 'string', arg: 'P', help: 'Google Cloud project id (required)' },
     zone: { type: 'string', arg: 'Z', help: 'zone, e.g. us-central1-a' },
     'machine-type': { type: 'string', arg: 'T', help: 'machine type, e.g. n2-standard-4' },
-    'min-cpu-platform': { type: 'string', arg: 'X', help: 'minimum CPU platform, e.g. "Intel Haswell"' },
+    'min-cpu-platform': {
+      type: 'string',
+      arg: 'X',
+      help: 'minimum CPU platform, e.g. "Intel Haswell"',
+    },
     offline: { type: 'boolean', help: 'static rules only: no credentials, no API calls' },
     json: { type: 'boolean', help: 'print the report as JSON (schema in docs/gcp.md)' },
   },
@@ -100,9 +141,21 @@ const checkCommand: Command = {
     const progress = new Progress(ctx.out, { quiet: bool(args, 'json') });
     const gcp = offline ? undefined : await connectFor(ctx, progress);
     const r = await (offline
-      ? check(undefined, { project, zone: str(args, 'zone'), machineType: str(args, 'machine-type'), minCpuPlatform: str(args, 'min-cpu-platform'), offline })
+      ? check(undefined, {
+          project,
+          zone: str(args, 'zone'),
+          machineType: str(args, 'machine-type'),
+          minCpuPlatform: str(args, 'min-cpu-platform'),
+          offline,
+        })
       : progress.step('reading org policy, zone and machine type', () =>
-          check(gcp, { project, zone: str(args, 'zone'), machineType: str(args, 'machine-type'), minCpuPlatform: str(args, 'min-cpu-platform'), offline }),
+          check(gcp, {
+            project,
+            zone: str(args, 'zone'),
+            machineType: str(args, 'machine-type'),
+            minCpuPlatform: str(args, 'min-cpu-platform'),
+            offline,
+          }),
         ));
     if (bool(args, 'json')) printJson(ctx.out, r);
     else printCheck(ctx.out, r);
@@ -130,8 +183,12 @@ function createOptions(args: ParsedArgs): CreateOptions {
     subnet: str(args, 'subnet'),
     diskSizeGb: diskSize === undefined ? 20 : Number(diskSize),
   };
-  if (o.image && (str(args, 'image-family') || str(args, 'image-project') && !o.image))
-    throw new UsageError('usage.conflict', 'gcp create: --image and --image-family are alternatives', 'give one of them');
+  if (o.image && (str(args, 'image-family') || (str(args, 'image-project') && !o.image)))
+    throw new UsageError(
+      'usage.conflict',
+      'gcp create: --image and --image-family are alternatives',
+      'give one of them',
+    );
   validateCreate(o);
   return o;
 }
@@ -155,23 +212,61 @@ const createCommand: Command = {
   flags: {
     project: { type: 'string', arg: 'P', help: 'Google Cloud project id (required)' },
     zone: { type: 'string', arg: 'Z', help: 'zone (required)' },
-    'machine-type': { type: 'string', arg: 'T', help: 'machine type (required), e.g. n2-standard-4' },
-    'min-cpu-platform': { type: 'string', arg: 'X', help: 'minimum CPU platform, e.g. "Intel Haswell" (needed for N1)' },
-    'image-family': { type: 'string', arg: 'F', help: `boot image family (default ${DEFAULT_IMAGE_FAMILY})` },
-    'image-project': { type: 'string', arg: 'P', help: `project of the image family (default ${DEFAULT_IMAGE_PROJECT})` },
-    image: { type: 'string', arg: 'I', help: 'boot image name or path, e.g. one made by `nestvirt gcp image`' },
-    'alias-range': { type: 'string', arg: 'R', help: 'alias IP range for nested VMs, e.g. /30 or 10.128.4.0/30' },
+    'machine-type': {
+      type: 'string',
+      arg: 'T',
+      help: 'machine type (required), e.g. n2-standard-4',
+    },
+    'min-cpu-platform': {
+      type: 'string',
+      arg: 'X',
+      help: 'minimum CPU platform, e.g. "Intel Haswell" (needed for N1)',
+    },
+    'image-family': {
+      type: 'string',
+      arg: 'F',
+      help: `boot image family (default ${DEFAULT_IMAGE_FAMILY})`,
+    },
+    'image-project': {
+      type: 'string',
+      arg: 'P',
+      help: `project of the image family (default ${DEFAULT_IMAGE_PROJECT})`,
+    },
+    image: {
+      type: 'string',
+      arg: 'I',
+      help: 'boot image name or path, e.g. one made by `nestvirt gcp image`',
+    },
+    'alias-range': {
+      type: 'string',
+      arg: 'R',
+      help: 'alias IP range for nested VMs, e.g. /30 or 10.128.4.0/30',
+    },
     'can-ip-forward': { type: 'boolean', help: 'let the instance forward packets for nested VMs' },
-    'legacy-license': { type: 'boolean', help: 'turn nesting on via the enable-vmx image licence instead of the flag' },
+    'legacy-license': {
+      type: 'boolean',
+      help: 'turn nesting on via the enable-vmx image licence instead of the flag',
+    },
     network: { type: 'string', arg: 'N', help: 'VPC network (default "default")' },
     subnet: { type: 'string', arg: 'S', help: 'subnetwork (for custom-mode networks)' },
     'disk-size': { type: 'string', arg: 'GB', help: 'boot disk size in GB (default 20)' },
     offline: { type: 'boolean', help: 'with --dry-run: static preflight only, no credentials' },
     force: { type: 'boolean', help: 'create even when the preflight verdict is negative' },
-    'skip-verify': { type: 'boolean', help: 'do not wait for the startup script\'s report' },
-    timeout: { type: 'string', arg: 'SECS', help: 'give up on the create operation after SECS (default 600)' },
-    'verify-timeout': { type: 'string', arg: 'SECS', help: 'give up waiting for the serial-port report after SECS (default 300)' },
-    'dry-run': { type: 'boolean', help: 'print the REST body and the gcloud command; create nothing' },
+    'skip-verify': { type: 'boolean', help: "do not wait for the startup script's report" },
+    timeout: {
+      type: 'string',
+      arg: 'SECS',
+      help: 'give up on the create operation after SECS (default 600)',
+    },
+    'verify-timeout': {
+      type: 'string',
+      arg: 'SECS',
+      help: 'give up waiting for the serial-port report after SECS (default 300)',
+    },
+    'dry-run': {
+      type: 'boolean',
+      help: 'print the REST body and the gcloud command; create nothing',
+    },
     json: { type: 'boolean', help: 'print the result as JSON (schema in docs/gcp.md)' },
   },
   async run(args, ctx) {
@@ -179,14 +274,31 @@ const createCommand: Command = {
     const json = bool(args, 'json');
     const dryRun = bool(args, 'dry-run');
     const offline = bool(args, 'offline');
-    if (offline && !dryRun) throw new UsageError('usage.conflict', 'gcp create: --offline only goes with --dry-run', 'drop --offline, or add --dry-run');
+    if (offline && !dryRun)
+      throw new UsageError(
+        'usage.conflict',
+        'gcp create: --offline only goes with --dry-run',
+        'drop --offline, or add --dry-run',
+      );
     const t = timing(args, ctx);
     const progress = new Progress(ctx.out);
     const gcp = offline ? undefined : await connectFor(ctx, progress);
     const report = await (offline
-      ? check(undefined, { project: o.project, zone: o.zone, machineType: o.machineType, minCpuPlatform: o.minCpuPlatform, offline })
+      ? check(undefined, {
+          project: o.project,
+          zone: o.zone,
+          machineType: o.machineType,
+          minCpuPlatform: o.minCpuPlatform,
+          offline,
+        })
       : progress.step('preflight: org policy, zone, machine type', () =>
-          check(gcp, { project: o.project, zone: o.zone, machineType: o.machineType, minCpuPlatform: o.minCpuPlatform, offline }),
+          check(gcp, {
+            project: o.project,
+            zone: o.zone,
+            machineType: o.machineType,
+            minCpuPlatform: o.minCpuPlatform,
+            offline,
+          }),
         ));
     let imageLicensed: boolean | undefined;
     if (o.legacyLicense && gcp) {
@@ -194,7 +306,11 @@ const createCommand: Command = {
       imageLicensed = img.licensed;
       report.findings.push(
         img.licensed
-          ? { id: 'image', status: 'ok', message: `boot image ${img.selfLink} carries ${VMX_LICENSE}` }
+          ? {
+              id: 'image',
+              status: 'ok',
+              message: `boot image ${img.selfLink} carries ${VMX_LICENSE}`,
+            }
           : {
               id: 'image',
               status: 'fail',
@@ -205,20 +321,35 @@ const createCommand: Command = {
       if (!img.licensed) {
         report.verdict.nestedVirtualization = false;
         const f = report.findings[report.findings.length - 1]!;
-        report.verdict.problems.push({ id: 'image', severity: 'error', message: f.message, fix: f.fix ?? null });
+        report.verdict.problems.push({
+          id: 'image',
+          severity: 'error',
+          message: f.message,
+          fix: f.fix ?? null,
+        });
       }
     }
     const body = instanceBody(o);
     const gcloud = gcloudCreateCommand(o);
     if (dryRun) {
-      if (json) printJson(ctx.out, { dryRun: true, preflight: report, request: body, gcloud, startupScript: startupScript() });
+      if (json)
+        printJson(ctx.out, {
+          dryRun: true,
+          preflight: report,
+          request: body,
+          gcloud,
+          startupScript: startupScript(),
+        });
       else {
         printCheck(ctx.out, report);
         println(ctx.out, '');
         println(ctx.out, `POST compute/v1/projects/${o.project}/zones/${o.zone}/instances`);
         println(ctx.out, JSON.stringify(body, null, 2));
         println(ctx.out, '');
-        println(ctx.out, '# the same with gcloud (save the startup script below as nestvirt-verify.sh):');
+        println(
+          ctx.out,
+          '# the same with gcloud (save the startup script below as nestvirt-verify.sh):',
+        );
         println(ctx.out, gcloud);
         println(ctx.out, '');
         println(ctx.out, '# nestvirt-verify.sh');
@@ -229,40 +360,58 @@ const createCommand: Command = {
     if (!report.verdict.nestedVirtualization && !bool(args, 'force')) {
       if (!json) printCheck(ctx.out, report);
       const first = report.verdict.problems.find((p) => p.severity === 'error')!;
-      throw new NotPossibleError('gcp.preflight-failed', `preflight failed, instance ${o.name} not created: ${first.message}`, first.fix ?? undefined);
+      throw new NotPossibleError(
+        'gcp.preflight-failed',
+        `preflight failed, instance ${o.name} not created: ${first.message}`,
+        first.fix ?? undefined,
+      );
     }
-    const operation = await progress.step(`creating instance ${o.name} in ${o.zone}`, (u) => insertInstance(gcp!, o, u, t));
+    const operation = await progress.step(`creating instance ${o.name} in ${o.zone}`, (u) =>
+      insertInstance(gcp!, o, u, t),
+    );
     const desc = await describeInstance(gcp!, o);
-    const result: CreateResult & { preflight: CheckReport; request: typeof body; gcloud: string } = {
-      preflight: report,
-      request: body,
-      gcloud,
-      instance: desc.summary,
-      operation,
-      verify: null,
-    };
+    const result: CreateResult & { preflight: CheckReport; request: typeof body; gcloud: string } =
+      {
+        preflight: report,
+        request: body,
+        gcloud,
+        instance: desc.summary,
+        operation,
+        verify: null,
+      };
     if (!bool(args, 'skip-verify')) {
-      const seen = await progress.step('verifying nesting from inside (serial port)', (u) => readVerify(gcp!, o, t, u));
+      const seen = await progress.step('verifying nesting from inside (serial port)', (u) =>
+        readVerify(gcp!, o, t, u),
+      );
       if (!seen.report) {
-        if (json) printJson(ctx.out, result);
-        throw new NotPossibleError(
-          'gcp.verify-timeout',
-          `instance ${o.name} is up but its startup script did not report within ${t.verifyTimeoutMs / 1000}s (${seen.bytes} bytes of serial output read)`,
-          `read the output: gcloud compute instances get-serial-port-output ${o.name} --zone ${o.zone} --project ${o.project}`,
+        return fail(
+          ctx,
+          json,
+          result,
+          new NotPossibleError(
+            'gcp.verify-timeout',
+            `instance ${o.name} is up but its startup script did not report within ${t.verifyTimeoutMs / 1000}s (${seen.bytes} bytes of serial output read)`,
+            `read the output: gcloud compute instances get-serial-port-output ${o.name} --zone ${o.zone} --project ${o.project}`,
+          ),
         );
       }
       const v = seen.report;
       const ok = v.vmx > 0 && v.kvm;
       const why = ok ? null : diagnose(v, o, { report, instance: desc.raw, imageLicensed });
       result.verify = { ...v, ok, cause: why?.cause ?? null, fix: why?.fix ?? null };
-      if (json) printJson(ctx.out, result);
-      else printCreate(ctx.out, result, o);
+      if (!json) printCreate(ctx.out, result, o);
       if (!ok)
-        throw new NotPossibleError(
-          'gcp.nesting-not-active',
-          `instance ${o.name} booted WITHOUT nested virtualization (${v.line}); likely cause: ${why!.cause}. The instance is still running.`,
-          `${why!.fix}; delete the instance first: gcloud compute instances delete ${o.name} --zone ${o.zone} --project ${o.project}`,
+        return fail(
+          ctx,
+          json,
+          result,
+          new NotPossibleError(
+            'gcp.nesting-not-active',
+            `instance ${o.name} booted WITHOUT nested virtualization (${v.line}); likely cause: ${why!.cause}. The instance is still running.`,
+            `${why!.fix}; delete the instance first: gcloud compute instances delete ${o.name} --zone ${o.zone} --project ${o.project}`,
+          ),
         );
+      if (json) printJson(ctx.out, result);
       return 0;
     }
     if (json) printJson(ctx.out, result);
@@ -271,23 +420,50 @@ const createCommand: Command = {
   },
 };
 
+/**
+ * Ends a create that made an instance but failed afterwards: with --json the
+ * result document carries `error` (one document on stdout); the one-line
+ * message and fix go to stderr either way.
+ */
+function fail(ctx: Context, json: boolean, result: object, err: NotPossibleError): number {
+  if (json) printJson(ctx.out, { ...result, error: err.toJSON() });
+  eprintln(ctx.out, `${paint(ctx.out, 'red', 'nestvirt:')} ${err.message}`);
+  if (err.hint) eprintln(ctx.out, `  ${paint(ctx.out, 'yellow', 'fix:')} ${err.hint}`);
+  return err.exitCode;
+}
+
 function printCreate(out: Output, r: CreateResult, o: CreateOptions): void {
   const i = r.instance;
-  println(out, `instance ${i.name}: ${i.status ?? '?'} on ${i.cpuPlatform ?? 'unknown CPU platform'}`);
-  println(out, `  internal IP ${i.internalIp ?? '-'}, external IP ${i.externalIp ?? '-'}${i.aliasIpRanges.length ? `, alias ranges ${i.aliasIpRanges.join(' ')}` : ''}${i.canIpForward ? ', can forward IP' : ''}`);
+  println(
+    out,
+    `instance ${i.name}: ${i.status ?? '?'} on ${i.cpuPlatform ?? 'unknown CPU platform'}`,
+  );
+  println(
+    out,
+    `  internal IP ${i.internalIp ?? '-'}, external IP ${i.externalIp ?? '-'}${i.aliasIpRanges.length ? `, alias ranges ${i.aliasIpRanges.join(' ')}` : ''}${i.canIpForward ? ', can forward IP' : ''}`,
+  );
   if (r.verify)
-    println(out, r.verify.ok ? `  ${paint(out, 'green', '✓')} nesting works inside: ${r.verify.line}` : `  ${paint(out, 'red', '✗')} nesting NOT active: ${r.verify.line}`);
+    println(
+      out,
+      r.verify.ok
+        ? `  ${paint(out, 'green', '✓')} nesting works inside: ${r.verify.line}`
+        : `  ${paint(out, 'red', '✗')} nesting NOT active: ${r.verify.line}`,
+    );
   if (r.verify?.ok) {
     println(out, 'next, on the instance:');
     println(out, `  gcloud compute ssh ${i.name} --zone ${o.zone} --project ${o.project}`);
-    println(out, '  then, in a nestvirt checkout there: scripts/setup.sh && bin/nestvirt doctor && bin/nestvirt demo');
+    println(
+      out,
+      '  then, in a nestvirt checkout there: scripts/setup.sh && bin/nestvirt doctor && bin/nestvirt demo',
+    );
   }
 }
 
 const imageCommand: Command = {
   name: 'image',
   summary: 'legacy: make an image carrying the enable-vmx licence',
-  usage: 'gcp image NAME (--source-disk D --zone Z | --image-family F --image-project P) --project P [--family F] [--dry-run] [--json]',
+  usage:
+    'gcp image NAME (--source-disk D --zone Z | --image-family F --image-project P) --project P [--family F] [--dry-run] [--json]',
   description: [
     `Creates image NAME in project P with the licence ${VMX_LICENSE}, from a disk or from the`,
     'image a family points at now (images.getFromFamily). Instances booted from it have nesting on',
@@ -301,10 +477,21 @@ const imageCommand: Command = {
     'source-disk': { type: 'string', arg: 'D', help: 'source disk name (with --zone) or path' },
     zone: { type: 'string', arg: 'Z', help: 'zone of the source disk' },
     'image-family': { type: 'string', arg: 'F', help: 'source image family, e.g. debian-12' },
-    'image-project': { type: 'string', arg: 'P', help: 'project of the source family, e.g. debian-cloud' },
+    'image-project': {
+      type: 'string',
+      arg: 'P',
+      help: 'project of the source family, e.g. debian-cloud',
+    },
     family: { type: 'string', arg: 'F', help: 'put the new image in this family' },
-    timeout: { type: 'string', arg: 'SECS', help: 'give up on the operation after SECS (default 600)' },
-    'dry-run': { type: 'boolean', help: 'print the REST body and the gcloud command; create nothing' },
+    timeout: {
+      type: 'string',
+      arg: 'SECS',
+      help: 'give up on the operation after SECS (default 600)',
+    },
+    'dry-run': {
+      type: 'boolean',
+      help: 'print the REST body and the gcloud command; create nothing',
+    },
     json: { type: 'boolean', help: 'print the result as JSON' },
   },
   async run(args, ctx) {
@@ -335,16 +522,25 @@ const imageCommand: Command = {
     const gcp = await connectFor(ctx, progress);
     let source: string | undefined;
     if (!o.sourceDisk) {
-      const img = await progress.step(`resolving image family ${o.imageProject}/${o.imageFamily}`, () => resolveFamily(gcp, o));
+      const img = await progress.step(
+        `resolving image family ${o.imageProject}/${o.imageFamily}`,
+        () => resolveFamily(gcp, o),
+      );
       source = img.selfLink ?? undefined;
     }
     const body = imageBody(o, source);
-    const r = await progress.step(`creating image ${o.name}`, (u) => createImage(gcp, o, body, u, timing(args, ctx).operationTimeoutMs));
-    if (json) printJson(ctx.out, { dryRun: false, request: body, gcloud: gcloudImageCommand(o), image: r });
+    const r = await progress.step(`creating image ${o.name}`, (u) =>
+      createImage(gcp, o, body, u, timing(args, ctx).operationTimeoutMs),
+    );
+    if (json)
+      printJson(ctx.out, { dryRun: false, request: body, gcloud: gcloudImageCommand(o), image: r });
     else {
       println(ctx.out, `image ${r.name}: ${r.status ?? '?'}, from ${r.source}`);
       println(ctx.out, `  licences: ${r.licenses.join(', ')}`);
-      println(ctx.out, `next: nestvirt gcp create NAME --project ${o.project} --zone ZONE --machine-type n2-standard-4 --image ${r.name} --legacy-license`);
+      println(
+        ctx.out,
+        `next: nestvirt gcp create NAME --project ${o.project} --zone ZONE --machine-type n2-standard-4 --image ${r.name} --legacy-license`,
+      );
     }
     return 0;
   },
@@ -358,30 +554,52 @@ const targetFlags = {
 
 function printPolicy(out: Output, s: PolicyState): void {
   println(out, `${s.resource}: ${s.constraint}`);
-  println(out, `  set here:  ${s.set ? (s.set.enforced ? 'enforced' : 'not enforced') : 'nothing (inherits)'}`);
+  println(
+    out,
+    `  set here:  ${s.set ? (s.set.enforced ? 'enforced' : 'not enforced') : 'nothing (inherits)'}`,
+  );
   println(out, `  effective: ${s.effective.enforced ? 'enforced' : 'not enforced'}`);
-  println(out, s.nestedAllowed ? `  ${paint(out, 'green', '✓')} nested virtualization is allowed` : `  ${paint(out, 'red', '✗')} nested virtualization is disabled`);
+  println(
+    out,
+    s.nestedAllowed
+      ? `  ${paint(out, 'green', '✓')} nested virtualization is allowed`
+      : `  ${paint(out, 'red', '✗')} nested virtualization is disabled`,
+  );
 }
 
 function policySetCommand(name: 'allow' | 'deny'): Command {
   const enforce = name === 'deny';
   return {
     name,
-    summary: enforce ? 'disable nested virtualization (enforce the constraint)' : 'allow nested virtualization (enforce = false)',
+    summary: enforce
+      ? 'disable nested virtualization (enforce the constraint)'
+      : 'allow nested virtualization (enforce = false)',
     usage: `gcp policy ${name} (--project P | --folder F | --organization O) [--dry-run] [--json]`,
     description: `Sets constraints/compute.disableNestedVirtualization to enforce=${enforce} on the resource itself\n(Org Policy v2 create or patch), then shows the effective result. Needs roles/orgpolicy.policyAdmin.`,
     positionals: [0, 0],
     flags: {
       ...targetFlags,
-      'dry-run': { type: 'boolean', help: 'print the policy body and the gcloud command; change nothing' },
+      'dry-run': {
+        type: 'boolean',
+        help: 'print the policy body and the gcloud command; change nothing',
+      },
       json: { type: 'boolean', help: 'print the result as JSON' },
     },
     async run(args, ctx) {
-      const t = policyTarget({ project: str(args, 'project'), folder: str(args, 'folder'), organization: str(args, 'organization') });
+      const t = policyTarget({
+        project: str(args, 'project'),
+        folder: str(args, 'folder'),
+        organization: str(args, 'organization'),
+      });
       const json = bool(args, 'json');
       if (bool(args, 'dry-run')) {
         const body = policyBody(t, enforce);
-        if (json) printJson(ctx.out, { dryRun: true, request: body, gcloud: gcloudPolicyCommand(t, enforce) });
+        if (json)
+          printJson(ctx.out, {
+            dryRun: true,
+            request: body,
+            gcloud: gcloudPolicyCommand(t, enforce),
+          });
         else {
           println(ctx.out, `PATCH (or POST if none) v2/${body.name}`);
           println(ctx.out, JSON.stringify(body, null, 2));
@@ -393,14 +611,20 @@ function policySetCommand(name: 'allow' | 'deny'): Command {
       }
       const progress = new Progress(ctx.out, { quiet: json });
       const gcp = await connectFor(ctx, progress);
-      const s = await progress.step(`setting ${t.kind.replace(/s$/, '')} ${t.id} policy to enforce=${enforce}`, () => setPolicy(gcp, t, enforce));
+      const s = await progress.step(
+        `setting ${t.kind.replace(/s$/, '')} ${t.id} policy to enforce=${enforce}`,
+        () => setPolicy(gcp, t, enforce),
+      );
       if (json) printJson(ctx.out, { dryRun: false, ...s });
       else {
         if (!s.changed) println(ctx.out, 'already set; nothing changed');
         printPolicy(ctx.out, s);
       }
       if (!enforce && !s.nestedAllowed) {
-        eprintln(ctx.out, 'note: a parent still enforces the constraint and overrides this resource only if it forbids overrides');
+        eprintln(
+          ctx.out,
+          'note: a parent still enforces the constraint and overrides this resource only if it forbids overrides',
+        );
         return 1;
       }
       return 0;
@@ -420,7 +644,11 @@ const policyCommand: Command = {
       positionals: [0, 0],
       flags: { ...targetFlags, json: { type: 'boolean', help: 'print the state as JSON' } },
       async run(args, ctx) {
-        const t = policyTarget({ project: str(args, 'project'), folder: str(args, 'folder'), organization: str(args, 'organization') });
+        const t = policyTarget({
+          project: str(args, 'project'),
+          folder: str(args, 'folder'),
+          organization: str(args, 'organization'),
+        });
         const json = bool(args, 'json');
         const progress = new Progress(ctx.out, { quiet: json });
         const gcp = await connectFor(ctx, progress);

@@ -30,12 +30,33 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 
 /** What Google's hardware looks like to the fake: per series, CPU maker, platforms (oldest first). */
-const HARDWARE: Record<string, { maker: 'Intel' | 'AMD' | 'Arm'; memoryOptimized?: true; costOptimized?: true; platforms: string[] }> = {
-  n1: { maker: 'Intel', platforms: ['Intel Sandy Bridge', 'Intel Ivy Bridge', 'Intel Haswell', 'Intel Broadwell', 'Intel Skylake'] },
+const HARDWARE: Record<
+  string,
+  {
+    maker: 'Intel' | 'AMD' | 'Arm';
+    memoryOptimized?: true;
+    costOptimized?: true;
+    platforms: string[];
+  }
+> = {
+  n1: {
+    maker: 'Intel',
+    platforms: [
+      'Intel Sandy Bridge',
+      'Intel Ivy Bridge',
+      'Intel Haswell',
+      'Intel Broadwell',
+      'Intel Skylake',
+    ],
+  },
   n2: { maker: 'Intel', platforms: ['Intel Cascade Lake', 'Intel Ice Lake'] },
   c2: { maker: 'Intel', platforms: ['Intel Cascade Lake'] },
   c3: { maker: 'Intel', platforms: ['Intel Sapphire Rapids'] },
-  e2: { maker: 'Intel', costOptimized: true, platforms: ['Intel Broadwell', 'Intel Skylake', 'AMD Rome'] },
+  e2: {
+    maker: 'Intel',
+    costOptimized: true,
+    platforms: ['Intel Broadwell', 'Intel Skylake', 'AMD Rome'],
+  },
   n2d: { maker: 'AMD', platforms: ['AMD Rome', 'AMD Milan'] },
   c2d: { maker: 'AMD', platforms: ['AMD Milan'] },
   t2d: { maker: 'AMD', platforms: ['AMD Milan'] },
@@ -154,11 +175,18 @@ export class FakeGcp {
     // Public image projects exist for everyone.
     this.config = { ...config, projects: { 'debian-cloud': null, ...config.projects } };
     // Public images every project can use.
-    this.addImage('debian-cloud', { name: 'debian-12-bookworm-v20261110', family: 'debian-12', licenses: [`${BASE}projects/debian-cloud/global/licenses/debian-12-bookworm`] });
+    this.addImage('debian-cloud', {
+      name: 'debian-12-bookworm-v20261110',
+      family: 'debian-12',
+      licenses: [`${BASE}projects/debian-cloud/global/licenses/debian-12-bookworm`],
+    });
   }
 
   /** Adds an image to a project (fake set-up). */
-  addImage(project: string, img: { name: string; family?: string; licenses?: string[] }): Record<string, any> {
+  addImage(
+    project: string,
+    img: { name: string; family?: string; licenses?: string[] },
+  ): Record<string, any> {
     const rec = {
       kind: 'compute#image',
       id: this.id(),
@@ -177,7 +205,13 @@ export class FakeGcp {
   }
 
   /** Makes the next `times` requests matching method+path fail with a Google JSON error. */
-  inject(method: string, path: RegExp, status: number, error: { message: string; status: string; reason?: string; details?: unknown[] }, times = 1): void {
+  inject(
+    method: string,
+    path: RegExp,
+    status: number,
+    error: { message: string; status: string; reason?: string; details?: unknown[] },
+    times = 1,
+  ): void {
     this.injected.push({
       method,
       path,
@@ -188,7 +222,9 @@ export class FakeGcp {
           code: status,
           message: error.message,
           status: error.status,
-          ...(error.reason ? { errors: [{ message: error.message, domain: 'global', reason: error.reason }] } : {}),
+          ...(error.reason
+            ? { errors: [{ message: error.message, domain: 'global', reason: error.reason }] }
+            : {}),
           ...(error.details ? { details: error.details } : {}),
         },
       },
@@ -197,7 +233,11 @@ export class FakeGcp {
 
   async listen(): Promise<void> {
     this.server = createServer((req, res) => {
-      this.handle(req, res).catch((e) => send(res, 500, { error: { code: 500, message: String(e?.stack ?? e), status: 'INTERNAL' } }));
+      this.handle(req, res).catch((e) =>
+        send(res, 500, {
+          error: { code: 500, message: String(e?.stack ?? e), status: 'INTERNAL' },
+        }),
+      );
     });
     await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
@@ -222,17 +262,32 @@ export class FakeGcp {
     const raw = await readBody(req);
     const ctype = req.headers['content-type'] ?? '';
     let body: any = undefined;
-    if (raw.length) body = ctype.includes('application/x-www-form-urlencoded') ? Object.fromEntries(new URLSearchParams(raw)) : JSON.parse(raw);
+    if (raw.length)
+      body = ctype.includes('application/x-www-form-urlencoded')
+        ? Object.fromEntries(new URLSearchParams(raw))
+        : JSON.parse(raw);
     const path = decodeURIComponent(u.pathname);
     const method = req.method ?? 'GET';
-    this.requests.push({ method, path, query: Object.fromEntries(u.searchParams), body, authorization: req.headers.authorization });
+    this.requests.push({
+      method,
+      path,
+      query: Object.fromEntries(u.searchParams),
+      body,
+      authorization: req.headers.authorization,
+    });
 
     if (method === 'POST' && path === '/token') return this.token(res, body ?? {});
 
     const auth = req.headers.authorization ?? '';
     const tok = /^Bearer (.+)$/.exec(auth)?.[1];
     if (!tok || !this.tokens.has(tok))
-      return gerr(res, 401, 'UNAUTHENTICATED', 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.', 'required');
+      return gerr(
+        res,
+        401,
+        'UNAUTHENTICATED',
+        'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
+        'required',
+      );
 
     const inj = this.injected.find((i) => i.times > 0 && i.method === method && i.path.test(path));
     if (inj) {
@@ -241,68 +296,180 @@ export class FakeGcp {
     }
 
     let m: RegExpExecArray | null;
-    if ((m = /^\/compute\/v1\/projects\/([^/]+)\/(.*)$/.exec(path))) return this.compute(res, method, m[1]!, m[2]!, u.searchParams, body);
-    if ((m = /^\/v2\/((?:projects|folders|organizations)\/[^/]+)\/policies(?:\/([^/:]+))?(?::(getEffectivePolicy))?$/.exec(path)))
+    if ((m = /^\/compute\/v1\/projects\/([^/]+)\/(.*)$/.exec(path)))
+      return this.compute(res, method, m[1]!, m[2]!, u.searchParams, body);
+    if (
+      (m =
+        /^\/v2\/((?:projects|folders|organizations)\/[^/]+)\/policies(?:\/([^/:]+))?(?::(getEffectivePolicy))?$/.exec(
+          path,
+        ))
+    )
       return this.orgPolicy(res, method, m[1]!, m[2], m[3], body);
-    return gerr(res, 404, 'NOT_FOUND', `The requested URL ${path} was not found on this server.`, 'notFound');
+    return gerr(
+      res,
+      404,
+      'NOT_FOUND',
+      `The requested URL ${path} was not found on this server.`,
+      'notFound',
+    );
   }
 
   // ---- OAuth2 -------------------------------------------------------------
 
   private token(res: ServerResponse, form: Record<string, string>): void {
     const o = this.config.oauth;
-    if (form.grant_type !== 'refresh_token') return send(res, 400, { error: 'unsupported_grant_type', error_description: `Invalid grant_type: ${form.grant_type}` });
-    if (form.client_id !== o.clientId || form.client_secret !== o.clientSecret) return send(res, 401, { error: 'invalid_client', error_description: 'The OAuth client was not found.' });
-    if (form.refresh_token !== o.refreshToken) return send(res, 400, { error: 'invalid_grant', error_description: 'Token has been expired or revoked.' });
+    if (form.grant_type !== 'refresh_token')
+      return send(res, 400, {
+        error: 'unsupported_grant_type',
+        error_description: `Invalid grant_type: ${form.grant_type}`,
+      });
+    if (form.client_id !== o.clientId || form.client_secret !== o.clientSecret)
+      return send(res, 401, {
+        error: 'invalid_client',
+        error_description: 'The OAuth client was not found.',
+      });
+    if (form.refresh_token !== o.refreshToken)
+      return send(res, 400, {
+        error: 'invalid_grant',
+        error_description: 'Token has been expired or revoked.',
+      });
     const t = `ya29.fake-${this.id()}`;
     this.tokens.add(t);
-    send(res, 200, { access_token: t, expires_in: 3599, scope: 'https://www.googleapis.com/auth/cloud-platform', token_type: 'Bearer' });
+    send(res, 200, {
+      access_token: t,
+      expires_in: 3599,
+      scope: 'https://www.googleapis.com/auth/cloud-platform',
+      token_type: 'Bearer',
+    });
   }
 
   // ---- Compute Engine v1 -----------------------------------------------------
 
-  private compute(res: ServerResponse, method: string, project: string, rest: string, q: URLSearchParams, body: any): void {
-    if (!(project in this.config.projects)) return gerr(res, 404, 'NOT_FOUND', `The resource 'projects/${project}' was not found`, 'notFound');
+  private compute(
+    res: ServerResponse,
+    method: string,
+    project: string,
+    rest: string,
+    q: URLSearchParams,
+    body: any,
+  ): void {
+    if (!(project in this.config.projects))
+      return gerr(
+        res,
+        404,
+        'NOT_FOUND',
+        `The resource 'projects/${project}' was not found`,
+        'notFound',
+      );
     let m: RegExpExecArray | null;
     if ((m = /^zones\/([^/]+)(\/.*)?$/.exec(rest))) {
       const zone = m[1]!;
       const platforms = this.config.zones[zone];
-      if (!platforms) return gerr(res, 404, 'NOT_FOUND', `The resource 'projects/${project}/zones/${zone}' was not found`, 'notFound');
+      if (!platforms)
+        return gerr(
+          res,
+          404,
+          'NOT_FOUND',
+          `The resource 'projects/${project}/zones/${zone}' was not found`,
+          'notFound',
+        );
       const sub = m[2] ?? '';
-      if (method === 'GET' && sub === '') return send(res, 200, this.zone(project, zone, platforms));
+      if (method === 'GET' && sub === '')
+        return send(res, 200, this.zone(project, zone, platforms));
       if (method === 'GET' && (m = /^\/machineTypes\/([^/]+)$/.exec(sub))) {
         const mt = machineType(m[1]!);
-        if (!mt) return gerr(res, 404, 'NOT_FOUND', `The resource 'projects/${project}/zones/${zone}/machineTypes/${m[1]}' was not found`, 'notFound');
-        return send(res, 200, { kind: 'compute#machineType', id: this.id(), name: m[1], description: `${mt.cpus} vCPUs, ${mt.memMb / 1024} GB RAM`, guestCpus: mt.cpus, memoryMb: mt.memMb, isSharedCpu: false, zone, architecture: HARDWARE[mt.series]?.maker === 'Arm' ? 'ARM64' : 'X86_64', selfLink: `${BASE}projects/${project}/zones/${zone}/machineTypes/${m[1]}` });
+        if (!mt)
+          return gerr(
+            res,
+            404,
+            'NOT_FOUND',
+            `The resource 'projects/${project}/zones/${zone}/machineTypes/${m[1]}' was not found`,
+            'notFound',
+          );
+        return send(res, 200, {
+          kind: 'compute#machineType',
+          id: this.id(),
+          name: m[1],
+          description: `${mt.cpus} vCPUs, ${mt.memMb / 1024} GB RAM`,
+          guestCpus: mt.cpus,
+          memoryMb: mt.memMb,
+          isSharedCpu: false,
+          zone,
+          architecture: HARDWARE[mt.series]?.maker === 'Arm' ? 'ARM64' : 'X86_64',
+          selfLink: `${BASE}projects/${project}/zones/${zone}/machineTypes/${m[1]}`,
+        });
       }
-      if (method === 'POST' && sub === '/instances') return this.insertInstance(res, project, zone, body);
+      if (method === 'POST' && sub === '/instances')
+        return this.insertInstance(res, project, zone, body);
       if ((m = /^\/instances\/([^/]+)(\/serialPort)?$/.exec(sub)) && method === 'GET') {
         const inst = this.instances.get(`${project}/${zone}/${m[1]}`);
-        if (!inst) return gerr(res, 404, 'NOT_FOUND', `The resource 'projects/${project}/zones/${zone}/instances/${m[1]}' was not found`, 'notFound');
+        if (!inst)
+          return gerr(
+            res,
+            404,
+            'NOT_FOUND',
+            `The resource 'projects/${project}/zones/${zone}/instances/${m[1]}' was not found`,
+            'notFound',
+          );
         if (m[2]) return this.serial(res, inst, q);
         return send(res, 200, this.instanceView(inst));
       }
-      if ((m = /^\/operations\/([^/]+)(\/wait)?$/.exec(sub)) && (method === 'GET' || (method === 'POST' && m[2]))) return this.operation(res, m[1]!);
+      if (
+        (m = /^\/operations\/([^/]+)(\/wait)?$/.exec(sub)) &&
+        (method === 'GET' || (method === 'POST' && m[2]))
+      )
+        return this.operation(res, m[1]!);
       return gerr(res, 404, 'NOT_FOUND', `The requested URL was not found: ${rest}`, 'notFound');
     }
     if (method === 'POST' && rest === 'global/images') return this.insertImage(res, project, body);
     if (method === 'GET' && (m = /^global\/images\/family\/([^/]+)$/.exec(rest))) {
-      const imgs = [...this.images.entries()].filter(([k, v]) => k.startsWith(`${project}/`) && v.family === m![1] && v.status === 'READY');
-      if (!imgs.length) return gerr(res, 404, 'NOT_FOUND', `The resource 'projects/${project}/global/images/family/${m[1]}' was not found`, 'notFound');
+      const imgs = [...this.images.entries()].filter(
+        ([k, v]) => k.startsWith(`${project}/`) && v.family === m![1] && v.status === 'READY',
+      );
+      if (!imgs.length)
+        return gerr(
+          res,
+          404,
+          'NOT_FOUND',
+          `The resource 'projects/${project}/global/images/family/${m[1]}' was not found`,
+          'notFound',
+        );
       return send(res, 200, imgs[imgs.length - 1]![1]);
     }
     if (method === 'GET' && (m = /^global\/images\/([^/]+)$/.exec(rest))) {
       const img = this.images.get(`${project}/${m[1]}`);
-      if (!img) return gerr(res, 404, 'NOT_FOUND', `The resource 'projects/${project}/global/images/${m[1]}' was not found`, 'notFound');
+      if (!img)
+        return gerr(
+          res,
+          404,
+          'NOT_FOUND',
+          `The resource 'projects/${project}/global/images/${m[1]}' was not found`,
+          'notFound',
+        );
       return send(res, 200, img);
     }
-    if ((m = /^global\/operations\/([^/]+)(\/wait)?$/.exec(rest)) && (method === 'GET' || (method === 'POST' && m[2]))) return this.operation(res, m[1]!);
+    if (
+      (m = /^global\/operations\/([^/]+)(\/wait)?$/.exec(rest)) &&
+      (method === 'GET' || (method === 'POST' && m[2]))
+    )
+      return this.operation(res, m[1]!);
     return gerr(res, 404, 'NOT_FOUND', `The requested URL was not found: ${rest}`, 'notFound');
   }
 
   private zone(project: string, zone: string, platforms: string[]) {
     const region = zone.replace(/-[a-z]$/, '');
-    return { kind: 'compute#zone', id: this.id(), creationTimestamp: '1969-12-31T16:00:00.000-08:00', name: zone, description: zone, status: 'UP', region: `${BASE}projects/${project}/regions/${region}`, selfLink: `${BASE}projects/${project}/zones/${zone}`, availableCpuPlatforms: platforms, supportsPzs: false };
+    return {
+      kind: 'compute#zone',
+      id: this.id(),
+      creationTimestamp: '1969-12-31T16:00:00.000-08:00',
+      name: zone,
+      description: zone,
+      status: 'UP',
+      region: `${BASE}projects/${project}/regions/${region}`,
+      selfLink: `${BASE}projects/${project}/zones/${zone}`,
+      availableCpuPlatforms: platforms,
+      supportsPzs: false,
+    };
   }
 
   private newOp(project: string, type: string, target: string, zone?: string): Op {
@@ -317,7 +484,9 @@ export class FakeGcp {
       progress: 0,
       insertTime: new Date().toISOString(),
       user: 'fake-user@example.com',
-      selfLink: zone ? `${BASE}projects/${project}/zones/${zone}/operations/${name}` : `${BASE}projects/${project}/global/operations/${name}`,
+      selfLink: zone
+        ? `${BASE}projects/${project}/zones/${zone}/operations/${name}`
+        : `${BASE}projects/${project}/global/operations/${name}`,
       ...(zone ? { zone: `${BASE}projects/${project}/zones/${zone}` } : {}),
     };
     this.operations.set(name, op);
@@ -345,22 +514,59 @@ export class FakeGcp {
   }
 
   private insertInstance(res: ServerResponse, project: string, zone: string, body: any): void {
-    if (!body?.name || !/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(body.name)) return gerr(res, 400, 'INVALID_ARGUMENT', `Invalid value for field 'resource.name': '${body?.name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'`, 'invalid');
+    if (!body?.name || !/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(body.name))
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        `Invalid value for field 'resource.name': '${body?.name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'`,
+        'invalid',
+      );
     const key = `${project}/${zone}/${body.name}`;
-    if (this.instances.has(key)) return gerr(res, 409, 'ALREADY_EXISTS', `The resource 'projects/${project}/zones/${zone}/instances/${body.name}' already exists`, 'alreadyExists');
-    const mtName = String(body.machineType ?? '').split('/').pop()!;
+    if (this.instances.has(key))
+      return gerr(
+        res,
+        409,
+        'ALREADY_EXISTS',
+        `The resource 'projects/${project}/zones/${zone}/instances/${body.name}' already exists`,
+        'alreadyExists',
+      );
+    const mtName = String(body.machineType ?? '')
+      .split('/')
+      .pop()!;
     const mt = machineType(mtName);
-    if (!mt) return gerr(res, 400, 'INVALID_ARGUMENT', `Invalid value for field 'resource.machineType': '${body.machineType}'. Machine type with name '${mtName}' does not exist in zone '${zone}'.`, 'invalid');
+    if (!mt)
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        `Invalid value for field 'resource.machineType': '${body.machineType}'. Machine type with name '${mtName}' does not exist in zone '${zone}'.`,
+        'invalid',
+      );
     const hw = HARDWARE[mt.series]!;
     const zonePlatforms = this.config.zones[zone]!;
     // Platforms this series can land on in this zone, oldest first.
     const candidates = hw.platforms.filter((p) => zonePlatforms.includes(p));
-    if (!candidates.length) return gerr(res, 400, 'INVALID_ARGUMENT', `Machine type '${mtName}' is not available in zone '${zone}'.`, 'invalid');
+    if (!candidates.length)
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        `Machine type '${mtName}' is not available in zone '${zone}'.`,
+        'invalid',
+      );
     let platform = candidates[0]!;
     if (body.minCpuPlatform && body.minCpuPlatform !== 'Automatic') {
       const i = hw.platforms.indexOf(body.minCpuPlatform);
       const ok = candidates.filter((p) => hw.platforms.indexOf(p) >= i);
-      if (i < 0 || !ok.length) return gerr(res, 400, 'INVALID_ARGUMENT', `Invalid value for field 'resource.minCpuPlatform': '${body.minCpuPlatform}'. CPU platform type with name '${body.minCpuPlatform}' does not exist in zone '${zone}' for machine type '${mtName}'.`, 'invalid');
+      if (i < 0 || !ok.length)
+        return gerr(
+          res,
+          400,
+          'INVALID_ARGUMENT',
+          `Invalid value for field 'resource.minCpuPlatform': '${body.minCpuPlatform}'. CPU platform type with name '${body.minCpuPlatform}' does not exist in zone '${zone}' for machine type '${mtName}'.`,
+          'invalid',
+        );
       platform = ok[0]!;
     }
     const src = String(body.disks?.[0]?.initializeParams?.sourceImage ?? '');
@@ -370,7 +576,13 @@ export class FakeGcp {
     const licence = (img.licenses as string[]).some((l) => l.endsWith(VMX_LICENSE_PATH));
     const policyEnforced = this.effectiveEnforced(`projects/${project}`);
     if (flag && policyEnforced)
-      return gerr(res, 412, 'FAILED_PRECONDITION', `Constraint constraints/compute.disableNestedVirtualization violated for project ${project}. Nested virtualization is not allowed.`, 'conditionNotMet');
+      return gerr(
+        res,
+        412,
+        'FAILED_PRECONDITION',
+        `Constraint constraints/compute.disableNestedVirtualization violated for project ${project}. Nested virtualization is not allowed.`,
+        'conditionNotMet',
+      );
     const nested =
       (flag || licence) &&
       !policyEnforced &&
@@ -378,7 +590,9 @@ export class FakeGcp {
       !hw.memoryOptimized &&
       !hw.costOptimized &&
       (INTEL_GENERATION[platform] ?? 0) >= 4;
-    const script: string | undefined = body.metadata?.items?.find((i: any) => i.key === 'startup-script')?.value;
+    const script: string | undefined = body.metadata?.items?.find(
+      (i: any) => i.key === 'startup-script',
+    )?.value;
     const reports = typeof script === 'string' && script.includes('nestvirt-verify:');
     const vmx = nested ? mt.cpus : 0;
     const inst: FakeInstance = {
@@ -395,11 +609,20 @@ export class FakeGcp {
         'SeaBIOS (version 1.8.2-google)\r\nBooting from Hard Disk 0...\r\n',
         `[    0.000000] Linux version 6.1.0-27-cloud-amd64 (debian-kernel@lists.debian.org)\r\n[    0.000000] Command line: BOOT_IMAGE=/boot/vmlinuz-6.1.0-27-cloud-amd64 root=PARTUUID=1 ro console=ttyS0,115200\r\n`,
         `[    1.204512] systemd[1]: Started google-guest-agent.service - Google Compute Engine Guest Agent.\r\n${body.name} google_metadata_script_runner[612]: Starting startup scripts (version 20261015.00).\r\n`,
-        ...(reports ? [`nestvirt-verify: vmx=${vmx} kvm=${nested ? 'yes' : 'no'} nested=${nested ? 'Y' : '-'}\r\n${body.name} google_metadata_script_runner[612]: Finished running startup scripts.\r\n`] : []),
+        ...(reports
+          ? [
+              `nestvirt-verify: vmx=${vmx} kvm=${nested ? 'yes' : 'no'} nested=${nested ? 'Y' : '-'}\r\n${body.name} google_metadata_script_runner[612]: Finished running startup scripts.\r\n`,
+            ]
+          : []),
       ],
     };
     this.instances.set(key, inst);
-    const op = this.newOp(project, 'insert', `${BASE}projects/${project}/zones/${zone}/instances/${body.name}`, zone);
+    const op = this.newOp(
+      project,
+      'insert',
+      `${BASE}projects/${project}/zones/${zone}/instances/${body.name}`,
+      zone,
+    );
     if (this.failNextInsert) {
       op.failWith = this.failNextInsert;
       this.failNextInsert = undefined;
@@ -414,7 +637,9 @@ export class FakeGcp {
     const m = /projects\/([^/]+)\/global\/images\/(family\/)?([^/]+)$/.exec(src);
     if (!m) return undefined;
     if (m[2]) {
-      const imgs = [...this.images.entries()].filter(([k, v]) => k.startsWith(`${m[1]}/`) && v.family === m[3]);
+      const imgs = [...this.images.entries()].filter(
+        ([k, v]) => k.startsWith(`${m[1]}/`) && v.family === m[3],
+      );
       return imgs[imgs.length - 1]?.[1];
     }
     return this.images.get(`${m[1]}/${m[3]}`);
@@ -440,10 +665,35 @@ export class FakeGcp {
         network: `${BASE}projects/${i.project}/${n.network}`,
         subnetwork: `${BASE}projects/${i.project}/regions/${region}/subnetworks/default`,
         networkIP: `10.128.0.${10 + k}`,
-        accessConfigs: (n.accessConfigs ?? []).map((a: any) => ({ kind: 'compute#accessConfig', type: a.type, name: a.name, natIP: '203.0.113.7', networkTier: 'PREMIUM' })),
-        ...(n.aliasIpRanges ? { aliasIpRanges: n.aliasIpRanges.map((r: any) => ({ ipCidrRange: String(r.ipCidrRange).startsWith('/') ? `10.128.4.0${r.ipCidrRange}` : r.ipCidrRange })) } : {}),
+        accessConfigs: (n.accessConfigs ?? []).map((a: any) => ({
+          kind: 'compute#accessConfig',
+          type: a.type,
+          name: a.name,
+          natIP: '203.0.113.7',
+          networkTier: 'PREMIUM',
+        })),
+        ...(n.aliasIpRanges
+          ? {
+              aliasIpRanges: n.aliasIpRanges.map((r: any) => ({
+                ipCidrRange: String(r.ipCidrRange).startsWith('/')
+                  ? `10.128.4.0${r.ipCidrRange}`
+                  : r.ipCidrRange,
+              })),
+            }
+          : {}),
       })),
-      disks: [{ kind: 'compute#attachedDisk', boot: true, autoDelete: true, deviceName: 'persistent-disk-0', source: `${BASE}projects/${i.project}/zones/${i.zone}/disks/${b.name}`, licenses: this.lookupImage(String(b.disks?.[0]?.initializeParams?.sourceImage ?? ''))?.licenses ?? [] }],
+      disks: [
+        {
+          kind: 'compute#attachedDisk',
+          boot: true,
+          autoDelete: true,
+          deviceName: 'persistent-disk-0',
+          source: `${BASE}projects/${i.project}/zones/${i.zone}/disks/${b.name}`,
+          licenses:
+            this.lookupImage(String(b.disks?.[0]?.initializeParams?.sourceImage ?? ''))?.licenses ??
+            [],
+        },
+      ],
       metadata: { kind: 'compute#metadata', fingerprint: 'fake', items: b.metadata?.items ?? [] },
       labels: b.labels ?? {},
       selfLink: `${BASE}projects/${i.project}/zones/${i.zone}/instances/${b.name}`,
@@ -452,7 +702,14 @@ export class FakeGcp {
 
   private serial(res: ServerResponse, i: FakeInstance, q: URLSearchParams): void {
     const port = Number(q.get('port') ?? 1);
-    if (port < 1 || port > 4) return gerr(res, 400, 'INVALID_ARGUMENT', `Invalid value for field 'port': '${port}'. Must be between 1 and 4.`, 'invalid');
+    if (port < 1 || port > 4)
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        `Invalid value for field 'port': '${port}'. Must be between 1 and 4.`,
+        'invalid',
+      );
     // A running instance prints one more chunk of its boot log per read.
     if (i.status === 'RUNNING' && i.bootChunks.length) i.serial += i.bootChunks.shift();
     const start = Number(q.get('start') ?? 0);
@@ -467,23 +724,77 @@ export class FakeGcp {
   }
 
   private insertImage(res: ServerResponse, project: string, body: any): void {
-    if (!body?.name) return gerr(res, 400, 'INVALID_ARGUMENT', "Required field 'resource.name' not specified", 'required');
-    if (this.images.has(`${project}/${body.name}`)) return gerr(res, 409, 'ALREADY_EXISTS', `The resource 'projects/${project}/global/images/${body.name}' already exists`, 'alreadyExists');
+    if (!body?.name)
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        "Required field 'resource.name' not specified",
+        'required',
+      );
+    if (this.images.has(`${project}/${body.name}`))
+      return gerr(
+        res,
+        409,
+        'ALREADY_EXISTS',
+        `The resource 'projects/${project}/global/images/${body.name}' already exists`,
+        'alreadyExists',
+      );
     let inherited: string[] = [];
     if (body.sourceDisk) {
       const m = /projects\/([^/]+)\/zones\/([^/]+)\/disks\/([^/]+)$/.exec(body.sourceDisk);
       const inst = m ? this.instances.get(`${m[1]}/${m[2]}/${m[3]}`) : undefined;
-      if (!inst) return gerr(res, 404, 'NOT_FOUND', `The resource '${body.sourceDisk}' was not found`, 'notFound');
-      inherited = this.lookupImage(String(inst.body.disks?.[0]?.initializeParams?.sourceImage ?? ''))?.licenses ?? [];
+      if (!inst)
+        return gerr(
+          res,
+          404,
+          'NOT_FOUND',
+          `The resource '${body.sourceDisk}' was not found`,
+          'notFound',
+        );
+      inherited =
+        this.lookupImage(String(inst.body.disks?.[0]?.initializeParams?.sourceImage ?? ''))
+          ?.licenses ?? [];
     } else if (body.sourceImage) {
-      const src = this.lookupImage(String(body.sourceImage).replace(/^https?:\/\/[^/]+\/compute\/v1\//, ''));
-      if (!src) return gerr(res, 404, 'NOT_FOUND', `The resource '${body.sourceImage}' was not found`, 'notFound');
+      const src = this.lookupImage(
+        String(body.sourceImage).replace(/^https?:\/\/[^/]+\/compute\/v1\//, ''),
+      );
+      if (!src)
+        return gerr(
+          res,
+          404,
+          'NOT_FOUND',
+          `The resource '${body.sourceImage}' was not found`,
+          'notFound',
+        );
       inherited = src.licenses;
-    } else return gerr(res, 400, 'INVALID_ARGUMENT', 'Must specify exactly one of sourceDisk, sourceImage, rawDisk, sourceSnapshot', 'invalid');
+    } else
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        'Must specify exactly one of sourceDisk, sourceImage, rawDisk, sourceSnapshot',
+        'invalid',
+      );
     for (const l of body.licenses ?? [])
-      if (!/^(https:\/\/www\.googleapis\.com\/compute\/v1\/)?projects\/[^/]+\/global\/licenses\/[^/]+$/.test(l))
-        return gerr(res, 400, 'INVALID_ARGUMENT', `Invalid value for field 'resource.licenses[0]': '${l}'.`, 'invalid');
-    const licenses = [...new Set([...inherited, ...(body.licenses ?? []).map((l: string) => (l.startsWith('https://') ? l : BASE + l))])];
+      if (
+        !/^(https:\/\/www\.googleapis\.com\/compute\/v1\/)?projects\/[^/]+\/global\/licenses\/[^/]+$/.test(
+          l,
+        )
+      )
+        return gerr(
+          res,
+          400,
+          'INVALID_ARGUMENT',
+          `Invalid value for field 'resource.licenses[0]': '${l}'.`,
+          'invalid',
+        );
+    const licenses = [
+      ...new Set([
+        ...inherited,
+        ...(body.licenses ?? []).map((l: string) => (l.startsWith('https://') ? l : BASE + l)),
+      ]),
+    ];
     const img = this.addImage(project, { name: body.name, family: body.family, licenses });
     img.status = 'PENDING';
     const op = this.newOp(project, 'insert', img.selfLink);
@@ -504,7 +815,10 @@ export class FakeGcp {
     const [kind, id] = resource.split('/') as [string, string];
     if (kind === 'projects') return id in this.config.projects;
     if (kind === 'folders') return !!this.config.folders && id in this.config.folders;
-    return Object.values(this.config.projects).includes(resource) || Object.values(this.config.folders ?? {}).includes(resource);
+    return (
+      Object.values(this.config.projects).includes(resource) ||
+      Object.values(this.config.folders ?? {}).includes(resource)
+    );
   }
 
   /** Boolean constraints: the nearest policy with a rule (or reset) decides; default not enforced. */
@@ -522,34 +836,91 @@ export class FakeGcp {
   setPolicy(resource: string, enforce: boolean): void {
     const name = `${resource}/policies/compute.disableNestedVirtualization`;
     const etag = `W/"${this.id()}"`;
-    this.policies.set(name, { name, spec: { etag, updateTime: new Date().toISOString(), rules: [{ enforce }] } });
+    this.policies.set(name, {
+      name,
+      spec: { etag, updateTime: new Date().toISOString(), rules: [{ enforce }] },
+    });
   }
 
-  private orgPolicy(res: ServerResponse, method: string, resource: string, constraint: string | undefined, verb: string | undefined, body: any): void {
-    if (!this.known(resource)) return gerr(res, 403, 'PERMISSION_DENIED', `Permission 'orgpolicy.policy.get' denied on resource '//cloudresourcemanager.googleapis.com/${resource}' (or it may not exist).`, undefined, [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'IAM_PERMISSION_DENIED', domain: 'orgpolicy.googleapis.com' }]);
+  private orgPolicy(
+    res: ServerResponse,
+    method: string,
+    resource: string,
+    constraint: string | undefined,
+    verb: string | undefined,
+    body: any,
+  ): void {
+    if (!this.known(resource))
+      return gerr(
+        res,
+        403,
+        'PERMISSION_DENIED',
+        `Permission 'orgpolicy.policy.get' denied on resource '//cloudresourcemanager.googleapis.com/${resource}' (or it may not exist).`,
+        undefined,
+        [
+          {
+            '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+            reason: 'IAM_PERMISSION_DENIED',
+            domain: 'orgpolicy.googleapis.com',
+          },
+        ],
+      );
     const writing = method === 'POST' || method === 'PATCH';
-    if (writing && resource.startsWith('projects/') && this.config.policyReadOnly?.includes(resource.split('/')[1]!))
-      return gerr(res, 403, 'PERMISSION_DENIED', `Permission 'orgpolicy.policies.${method === 'POST' ? 'create' : 'update'}' denied on resource '//cloudresourcemanager.googleapis.com/${resource}' (or it may not exist).`, undefined, [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'IAM_PERMISSION_DENIED', domain: 'orgpolicy.googleapis.com' }]);
+    if (
+      writing &&
+      resource.startsWith('projects/') &&
+      this.config.policyReadOnly?.includes(resource.split('/')[1]!)
+    )
+      return gerr(
+        res,
+        403,
+        'PERMISSION_DENIED',
+        `Permission 'orgpolicy.policies.${method === 'POST' ? 'create' : 'update'}' denied on resource '//cloudresourcemanager.googleapis.com/${resource}' (or it may not exist).`,
+        undefined,
+        [
+          {
+            '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+            reason: 'IAM_PERMISSION_DENIED',
+            domain: 'orgpolicy.googleapis.com',
+          },
+        ],
+      );
     if (constraint && constraint !== 'compute.disableNestedVirtualization' && !writing)
-      return gerr(res, 400, 'INVALID_ARGUMENT', `Constraint constraints/${constraint} is not supported by this fake.`);
+      return gerr(
+        res,
+        400,
+        'INVALID_ARGUMENT',
+        `Constraint constraints/${constraint} is not supported by this fake.`,
+      );
     const name = constraint ? `${resource}/policies/${constraint}` : undefined;
     if (method === 'GET' && verb === 'getEffectivePolicy')
-      return send(res, 200, { name, spec: { rules: [{ enforce: this.effectiveEnforced(resource) }] } });
+      return send(res, 200, {
+        name,
+        spec: { rules: [{ enforce: this.effectiveEnforced(resource) }] },
+      });
     if (method === 'GET' && name && !verb) {
       const p = this.policies.get(name);
       if (!p) return gerr(res, 404, 'NOT_FOUND', `Requested entity was not found.`);
       return send(res, 200, p);
     }
     if (method === 'POST' && !constraint) {
-      if (!body?.name || !body.name.startsWith(`${resource}/policies/`)) return gerr(res, 400, 'INVALID_ARGUMENT', `Policy name must start with ${resource}/policies/, got '${body?.name}'.`);
-      if (this.policies.has(body.name)) return gerr(res, 409, 'ALREADY_EXISTS', `Requested entity already exists`);
+      if (!body?.name || !body.name.startsWith(`${resource}/policies/`))
+        return gerr(
+          res,
+          400,
+          'INVALID_ARGUMENT',
+          `Policy name must start with ${resource}/policies/, got '${body?.name}'.`,
+        );
+      if (this.policies.has(body.name))
+        return gerr(res, 409, 'ALREADY_EXISTS', `Requested entity already exists`);
       return send(res, 200, this.store(body));
     }
     if (method === 'PATCH' && name) {
       const cur = this.policies.get(name);
       if (!cur) return gerr(res, 404, 'NOT_FOUND', `Requested entity was not found.`);
       const etag = body?.spec?.etag || body?.etag;
-      if (etag && etag !== cur.spec.etag) return gerr(res, 409, 'ABORTED', 'The etag does not match the current policy.');
+      if (etag && etag !== cur.spec.etag)
+        return gerr(res, 409, 'ABORTED', 'The etag does not match the current policy.');
       return send(res, 200, this.store({ ...body, name }));
     }
     return gerr(res, 404, 'NOT_FOUND', `The requested URL was not found on this server.`);
@@ -569,7 +940,13 @@ function machineType(name: string): { series: string; cpus: number; memMb: numbe
   const m = /^([a-z0-9]+)-(standard|highmem|highcpu|megamem|ultramem)-(\d+)$/.exec(name);
   if (!m || !HARDWARE[m[1]!]) return undefined;
   const cpus = Number(m[3]);
-  const perCpu = { standard: 4096, highmem: 8192, highcpu: 1024, megamem: 14 * 1024, ultramem: 24 * 1024 }[m[2] as 'standard'];
+  const perCpu = {
+    standard: 4096,
+    highmem: 8192,
+    highcpu: 1024,
+    megamem: 14 * 1024,
+    ultramem: 24 * 1024,
+  }[m[2] as 'standard'];
   return { series: m[1]!, cpus, memMb: cpus * perCpu };
 }
 
@@ -590,12 +967,22 @@ function readBody(req: IncomingMessage): Promise<string> {
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const s = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=UTF-8', 'content-length': Buffer.byteLength(s) });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=UTF-8',
+    'content-length': Buffer.byteLength(s),
+  });
   res.end(s);
 }
 
 /** Google's JSON error format. */
-function gerr(res: ServerResponse, code: number, status: string, message: string, reason?: string, details?: unknown[]): void {
+function gerr(
+  res: ServerResponse,
+  code: number,
+  status: string,
+  message: string,
+  reason?: string,
+  details?: unknown[],
+): void {
   send(res, code, {
     error: {
       code,

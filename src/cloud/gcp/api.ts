@@ -35,7 +35,9 @@ export const NO_CREDENTIALS =
  * else gcloud's application_default_credentials.json under $CLOUDSDK_CONFIG or
  * ~/.config/gcloud. Undefined when there is none.
  */
-export function findCredentialsFile(env: NodeJS.ProcessEnv): { file: string; source: 'env' | 'gcloud' } | undefined {
+export function findCredentialsFile(
+  env: NodeJS.ProcessEnv,
+): { file: string; source: 'env' | 'gcloud' } | undefined {
   const explicit = env.GOOGLE_APPLICATION_CREDENTIALS;
   if (explicit) {
     if (!existsSync(explicit))
@@ -60,7 +62,11 @@ export function endpointOverride(env: NodeJS.ProcessEnv): URL | undefined {
   try {
     u = new URL(v);
   } catch {
-    throw new UsageError('gcp.bad-endpoint', `${ENDPOINT_ENV} must be a URL like http://127.0.0.1:8080, got ${JSON.stringify(v)}`, `unset ${ENDPOINT_ENV}`);
+    throw new UsageError(
+      'gcp.bad-endpoint',
+      `${ENDPOINT_ENV} must be a URL like http://127.0.0.1:8080, got ${JSON.stringify(v)}`,
+      `unset ${ENDPOINT_ENV}`,
+    );
   }
   return u;
 }
@@ -74,7 +80,9 @@ export function endpointOverride(env: NodeJS.ProcessEnv): URL | undefined {
 export async function connect(env: NodeJS.ProcessEnv): Promise<Gcp> {
   const ep = endpointOverride(env);
   const found = findCredentialsFile(env);
-  const clientOptions = ep ? { endpoints: { oauth2TokenUrl: new URL('/token', ep).toString() } } : {};
+  const clientOptions = ep
+    ? { endpoints: { oauth2TokenUrl: new URL('/token', ep).toString() } }
+    : {};
   let type: string | undefined;
   if (found) {
     try {
@@ -114,21 +122,35 @@ export async function connect(env: NodeJS.ProcessEnv): Promise<Gcp> {
     ...(found ? { keyFilename: found.file } : {}),
     clientOptions,
     ...(ep
-      ? { apiEndpoint: ep.hostname, port: Number(ep.port || (ep.protocol === 'http:' ? 80 : 443)), protocol: ep.protocol.replace(':', '') }
+      ? {
+          apiEndpoint: ep.hostname,
+          port: Number(ep.port || (ep.protocol === 'http:' ? 80 : 443)),
+          protocol: ep.protocol.replace(':', ''),
+        }
       : {}),
   } as ConstructorParameters<typeof OrgPolicyClient>[0]);
   return {
     compute: computeClient,
     orgPolicy,
-    credentials: { source: found ? found.source : 'metadata', ...(found ? { file: found.file } : {}), ...(type ? { type } : {}) },
+    credentials: {
+      source: found ? found.source : 'metadata',
+      ...(found ? { file: found.file } : {}),
+      ...(type ? { type } : {}),
+    },
   };
 }
 
 function credentialError(e: unknown, file: string | undefined): NotPossibleError {
   const msg = e instanceof Error ? e.message : String(e);
-  if (/Could not load the default credentials/i.test(msg)) return new NotPossibleError('gcp.no-credentials', NO_CREDENTIALS);
-  const data = (e as { response?: { data?: { error?: string; error_description?: string } } }).response?.data;
-  if (data?.error === 'invalid_grant' || data?.error === 'invalid_client' || /invalid_grant|invalid_client/.test(msg))
+  if (/Could not load the default credentials/i.test(msg))
+    return new NotPossibleError('gcp.no-credentials', NO_CREDENTIALS);
+  const data = (e as { response?: { data?: { error?: string; error_description?: string } } })
+    .response?.data;
+  if (
+    data?.error === 'invalid_grant' ||
+    data?.error === 'invalid_client' ||
+    /invalid_grant|invalid_client/.test(msg)
+  )
     return new NotPossibleError(
       'gcp.credentials-rejected',
       `Google rejected the credentials${file ? ` in ${file}` : ''}: ${data?.error_description ?? data?.error ?? msg}`,

@@ -33,7 +33,12 @@ export interface CheckReport {
   findings: Finding[];
   policy: { constraint: string; enforced: boolean } | null;
   zoneCpuPlatforms: string[] | null;
-  machine: { guestCpus: number | null; memoryMb: number | null; isSharedCpu: boolean; architecture: string | null } | null;
+  machine: {
+    guestCpus: number | null;
+    memoryMb: number | null;
+    isSharedCpu: boolean;
+    architecture: string | null;
+  } | null;
   verdict: { nestedVirtualization: boolean; problems: Problem[] };
 }
 
@@ -54,7 +59,11 @@ export async function check(gcp: Gcp | undefined, o: CheckOptions): Promise<Chec
             message: `org policy ${CONSTRAINT} is enforced for project ${o.project}: nested virtualization is disabled`,
             fix: `nestvirt gcp policy allow --project ${o.project}`,
           }
-        : { id: 'policy', status: 'ok', message: `org policy ${CONSTRAINT} is not enforced for project ${o.project}` },
+        : {
+            id: 'policy',
+            status: 'ok',
+            message: `org policy ${CONSTRAINT} is not enforced for project ${o.project}`,
+          },
     );
     if (o.zone) {
       try {
@@ -72,14 +81,27 @@ export async function check(gcp: Gcp | undefined, o: CheckOptions): Promise<Chec
       }
       if (o.machineType) machine = await machineTypeFinding(gcp, o, findings);
     } else {
-      findings.push({ id: 'zone', status: 'skip', message: 'no --zone given: CPU platforms and machine type not checked against a zone' });
+      findings.push({
+        id: 'zone',
+        status: 'skip',
+        message: 'no --zone given: CPU platforms and machine type not checked against a zone',
+      });
     }
   } else {
-    findings.push({ id: 'policy', status: 'skip', message: `offline: org policy ${CONSTRAINT} not read` });
+    findings.push({
+      id: 'policy',
+      status: 'skip',
+      message: `offline: org policy ${CONSTRAINT} not read`,
+    });
   }
   const problems: Problem[] = findings
     .filter((f) => f.status === 'fail' || f.status === 'warn')
-    .map((f) => ({ id: f.id, severity: f.status === 'fail' ? 'error' : 'warning', message: f.message, fix: f.fix ?? null }));
+    .map((f) => ({
+      id: f.id,
+      severity: f.status === 'fail' ? 'error' : 'warning',
+      message: f.message,
+      fix: f.fix ?? null,
+    }));
   return {
     project: o.project,
     zone: o.zone ?? null,
@@ -94,19 +116,37 @@ export async function check(gcp: Gcp | undefined, o: CheckOptions): Promise<Chec
   };
 }
 
-async function machineTypeFinding(gcp: Gcp, o: CheckOptions, findings: Finding[]): Promise<CheckReport['machine']> {
+async function machineTypeFinding(
+  gcp: Gcp,
+  o: CheckOptions,
+  findings: Finding[],
+): Promise<CheckReport['machine']> {
   try {
-    const { data: mt } = await gcp.compute.machineTypes.get({ project: o.project, zone: o.zone!, machineType: o.machineType! });
+    const { data: mt } = await gcp.compute.machineTypes.get({
+      project: o.project,
+      zone: o.zone!,
+      machineType: o.machineType!,
+    });
     const arch = (mt as { architecture?: string }).architecture ?? null;
     if (arch && arch !== 'X86_64')
-      findings.push({ id: 'machine-type', status: 'fail', message: `${o.machineType} is ${arch}; nested virtualization needs x86-64 (Intel)`, fix: `--machine-type ${SUGGESTED_MACHINE_TYPE}` });
+      findings.push({
+        id: 'machine-type',
+        status: 'fail',
+        message: `${o.machineType} is ${arch}; nested virtualization needs x86-64 (Intel)`,
+        fix: `--machine-type ${SUGGESTED_MACHINE_TYPE}`,
+      });
     else
       findings.push({
         id: 'machine-type',
         status: 'ok',
         message: `${o.machineType} is offered in ${o.zone}: ${mt.guestCpus} vCPUs, ${Math.round((mt.memoryMb ?? 0) / 1024)} GB`,
       });
-    return { guestCpus: mt.guestCpus ?? null, memoryMb: mt.memoryMb ?? null, isSharedCpu: !!mt.isSharedCpu, architecture: arch };
+    return {
+      guestCpus: mt.guestCpus ?? null,
+      memoryMb: mt.memoryMb ?? null,
+      isSharedCpu: !!mt.isSharedCpu,
+      architecture: arch,
+    };
   } catch (e) {
     const status = (e as { response?: { status?: number } }).response?.status;
     if (status === 404) {
@@ -118,6 +158,11 @@ async function machineTypeFinding(gcp: Gcp, o: CheckOptions, findings: Finding[]
       });
       return null;
     }
-    throw googleError(e, { what: `machine type ${o.machineType}`, project: o.project, zone: o.zone!, role: 'roles/compute.viewer' });
+    throw googleError(e, {
+      what: `machine type ${o.machineType}`,
+      project: o.project,
+      zone: o.zone!,
+      role: 'roles/compute.viewer',
+    });
   }
 }

@@ -53,9 +53,23 @@ function normalise(e: unknown): Normalised | undefined {
     statusDetails?: { reason?: string }[];
   };
   const data = any?.response?.data as
-    | { error?: { code?: number; message?: string; status?: string; errors?: { reason?: string; message?: string }[]; details?: { reason?: string }[] } }
+    | {
+        error?: {
+          code?: number;
+          message?: string;
+          status?: string;
+          errors?: { reason?: string; message?: string }[];
+          details?: { reason?: string }[];
+        };
+      }
     | undefined;
-  if (any?.response && data && typeof data === 'object' && data.error && typeof data.error === 'object') {
+  if (
+    any?.response &&
+    data &&
+    typeof data === 'object' &&
+    data.error &&
+    typeof data.error === 'object'
+  ) {
     const err = data.error;
     return {
       httpStatus: any.response.status ?? err.code,
@@ -64,14 +78,20 @@ function normalise(e: unknown): Normalised | undefined {
       message: err.message ?? 'no message',
     };
   }
-  if (any?.response?.status) return { httpStatus: any.response.status, message: any.message ?? String(e) };
+  if (any?.response?.status)
+    return { httpStatus: any.response.status, message: any.message ?? String(e) };
   // A gax GoogleError: a gRPC code number, plus `details`/`statusDetails`.
-  if (typeof any?.code === 'number' && GRPC_TO_HTTP[any.code] && ('statusDetails' in any || 'details' in any)) {
+  if (
+    typeof any?.code === 'number' &&
+    GRPC_TO_HTTP[any.code] &&
+    ('statusDetails' in any || 'details' in any)
+  ) {
     const [http, status] = GRPC_TO_HTTP[any.code]!;
     // gax prefixes "7 PERMISSION_DENIED: "; keep Google's own text.
     const text = typeof any.details === 'string' && any.details ? any.details : (any.message ?? '');
     const message = text.replace(/^\d+ [A-Z_]+: /, '');
-    const reason = (any as { reason?: string }).reason ?? any.statusDetails?.find((d) => d.reason)?.reason;
+    const reason =
+      (any as { reason?: string }).reason ?? any.statusDetails?.find((d) => d.reason)?.reason;
     return { httpStatus: http, status, reason, message };
   }
   return undefined;
@@ -84,12 +104,24 @@ export function googleError(e: unknown, ctx: ErrorContext): NestvirtError {
   if (!n) {
     const err = e as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
     const code = err?.code ?? err?.cause?.code;
-    if (typeof code === 'string' && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH)$/.test(code))
-      return new NotPossibleError('gcp.unreachable', `cannot reach the Google API for ${ctx.what}: ${code}`, 'check network access (proxy, firewall) and retry', e);
-    return new NestvirtError('gcp.unexpected', `unexpected failure for ${ctx.what}: ${(e as Error)?.message ?? String(e)}`, {
-      exitCode: ExitCode.INTERNAL,
-      cause: e,
-    });
+    if (
+      typeof code === 'string' &&
+      /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH)$/.test(code)
+    )
+      return new NotPossibleError(
+        'gcp.unreachable',
+        `cannot reach the Google API for ${ctx.what}: ${code}`,
+        'check network access (proxy, firewall) and retry',
+        e,
+      );
+    return new NestvirtError(
+      'gcp.unexpected',
+      `unexpected failure for ${ctx.what}: ${(e as Error)?.message ?? String(e)}`,
+      {
+        exitCode: ExitCode.INTERNAL,
+        cause: e,
+      },
+    );
   }
   return classify(n, ctx, e);
 }
@@ -97,21 +129,59 @@ export function googleError(e: unknown, ctx: ErrorContext): NestvirtError {
 function classify(n: Normalised, ctx: ErrorContext, cause: unknown): NestvirtError {
   const msg = n.message.replace(/\s+/g, ' ').trim();
   const project = ctx.project ?? 'PROJECT';
-  const mk = (code: string, message: string, hint: string): NestvirtError => new NotPossibleError(code, message, hint, cause);
+  const mk = (code: string, message: string, hint: string): NestvirtError =>
+    new NotPossibleError(code, message, hint, cause);
   if (/constraints\/compute\.disableNestedVirtualization/.test(msg))
-    return mk('gcp.policy-denied', `${ctx.what}: the org policy forbids nested virtualization (${msg})`, `nestvirt gcp policy allow --project ${project}`);
-  if (n.reason === 'accessNotConfigured' || n.reason === 'SERVICE_DISABLED' || /has not been used in project|is disabled/.test(msg))
-    return mk('gcp.api-disabled', `${ctx.what}: ${msg}`, `gcloud services enable ${ctx.service ?? 'compute.googleapis.com'} --project ${project}`);
+    return mk(
+      'gcp.policy-denied',
+      `${ctx.what}: the org policy forbids nested virtualization (${msg})`,
+      `nestvirt gcp policy allow --project ${project}`,
+    );
+  if (
+    n.reason === 'accessNotConfigured' ||
+    n.reason === 'SERVICE_DISABLED' ||
+    /has not been used in project|is disabled/.test(msg)
+  )
+    return mk(
+      'gcp.api-disabled',
+      `${ctx.what}: ${msg}`,
+      `gcloud services enable ${ctx.service ?? 'compute.googleapis.com'} --project ${project}`,
+    );
   if (n.httpStatus === 401 || n.status === 'UNAUTHENTICATED')
-    return mk('gcp.unauthenticated', `${ctx.what}: Google rejected the credentials: ${msg}`, 'run `gcloud auth application-default login`');
-  if (n.httpStatus === 429 || n.status === 'RESOURCE_EXHAUSTED' || /quota/i.test(n.reason ?? '') || /quota/i.test(msg))
-    return mk('gcp.quota', `${ctx.what}: quota exceeded: ${msg}`, `request more quota (gcloud compute project-info describe --project ${project} shows usage), use a smaller machine type, or another region`);
+    return mk(
+      'gcp.unauthenticated',
+      `${ctx.what}: Google rejected the credentials: ${msg}`,
+      'run `gcloud auth application-default login`',
+    );
+  if (
+    n.httpStatus === 429 ||
+    n.status === 'RESOURCE_EXHAUSTED' ||
+    /quota/i.test(n.reason ?? '') ||
+    /quota/i.test(msg)
+  )
+    return mk(
+      'gcp.quota',
+      `${ctx.what}: quota exceeded: ${msg}`,
+      `request more quota (gcloud compute project-info describe --project ${project} shows usage), use a smaller machine type, or another region`,
+    );
   if (n.httpStatus === 403 || n.status === 'PERMISSION_DENIED')
-    return mk('gcp.permission-denied', `${ctx.what}: permission denied: ${msg}`, `grant your account ${ctx.role ?? 'the needed role'} on project ${project} (gcloud projects add-iam-policy-binding ${project} --member=user:YOU --role=${ctx.role ?? 'ROLE'})`);
+    return mk(
+      'gcp.permission-denied',
+      `${ctx.what}: permission denied: ${msg}`,
+      `grant your account ${ctx.role ?? 'the needed role'} on project ${project} (gcloud projects add-iam-policy-binding ${project} --member=user:YOU --role=${ctx.role ?? 'ROLE'})`,
+    );
   if (n.httpStatus === 404 || n.status === 'NOT_FOUND')
-    return mk('gcp.not-found', `${ctx.what} not found: ${msg}`, ctx.notFoundFix ?? 'check the project, zone and names');
+    return mk(
+      'gcp.not-found',
+      `${ctx.what} not found: ${msg}`,
+      ctx.notFoundFix ?? 'check the project, zone and names',
+    );
   if (n.httpStatus === 409 || n.status === 'ALREADY_EXISTS')
-    return mk('gcp.already-exists', `${ctx.what} already exists: ${msg}`, ctx.existsFix ?? 'choose another name');
+    return mk(
+      'gcp.already-exists',
+      `${ctx.what} already exists: ${msg}`,
+      ctx.existsFix ?? 'choose another name',
+    );
   if (n.httpStatus === 412 || n.status === 'FAILED_PRECONDITION' || n.reason === 'conditionNotMet')
     return mk('gcp.precondition', `${ctx.what}: ${msg}`, 'fix the condition named above and retry');
   if (n.httpStatus === 400 || n.status === 'INVALID_ARGUMENT') {
@@ -122,21 +192,37 @@ function classify(n: Normalised, ctx: ErrorContext, cause: unknown): NestvirtErr
         : 'correct the value named above';
     return mk('gcp.invalid', `${ctx.what}: Google rejected the request: ${msg}`, hint);
   }
-  return new NestvirtError('gcp.api-error', `${ctx.what}: Google API error ${n.httpStatus ?? ''} ${n.status ?? ''}: ${msg}`.replace(/\s+/g, ' '), {
-    hint: 'retry later; if it persists, run with NESTVIRT_DEBUG=1 and report it',
-    exitCode: n.httpStatus && n.httpStatus >= 500 ? ExitCode.NOT_POSSIBLE : ExitCode.INTERNAL,
-    cause,
-  });
+  return new NestvirtError(
+    'gcp.api-error',
+    `${ctx.what}: Google API error ${n.httpStatus ?? ''} ${n.status ?? ''}: ${msg}`.replace(
+      /\s+/g,
+      ' ',
+    ),
+    {
+      hint: 'retry later; if it persists, run with NESTVIRT_DEBUG=1 and report it',
+      exitCode: n.httpStatus && n.httpStatus >= 500 ? ExitCode.NOT_POSSIBLE : ExitCode.INTERNAL,
+      cause,
+    },
+  );
 }
 
 /** A compute Operation that finished with `error.errors[]`. */
 export function operationError(
-  op: { error?: { errors?: { code?: string | null; message?: string | null }[] } | null; httpErrorStatusCode?: number | null },
+  op: {
+    error?: { errors?: { code?: string | null; message?: string | null }[] } | null;
+    httpErrorStatusCode?: number | null;
+  },
   ctx: ErrorContext,
 ): NestvirtError {
   const first = op.error?.errors?.[0];
   const code = first?.code ?? '';
-  const message = (op.error?.errors ?? []).map((x) => x.message).filter(Boolean).join('; ') || code || 'operation failed';
+  const message =
+    (op.error?.errors ?? [])
+      .map((x) => x.message)
+      .filter(Boolean)
+      .join('; ') ||
+    code ||
+    'operation failed';
   const statusByCode: Record<string, string> = {
     QUOTA_EXCEEDED: 'RESOURCE_EXHAUSTED',
     ZONE_RESOURCE_POOL_EXHAUSTED: 'RESOURCE_EXHAUSTED',
@@ -146,6 +232,19 @@ export function operationError(
     CONDITION_NOT_MET: 'FAILED_PRECONDITION',
   };
   if (code === 'ZONE_RESOURCE_POOL_EXHAUSTED')
-    return new NotPossibleError('gcp.zone-exhausted', `${ctx.what}: zone ${ctx.zone ?? ''} has no capacity for this machine type right now: ${message}`, 'try another zone (--zone) or machine type, or retry later');
-  return classify({ httpStatus: op.httpErrorStatusCode ?? undefined, status: statusByCode[code], reason: code, message }, ctx, op);
+    return new NotPossibleError(
+      'gcp.zone-exhausted',
+      `${ctx.what}: zone ${ctx.zone ?? ''} has no capacity for this machine type right now: ${message}`,
+      'try another zone (--zone) or machine type, or retry later',
+    );
+  return classify(
+    {
+      httpStatus: op.httpErrorStatusCode ?? undefined,
+      status: statusByCode[code],
+      reason: code,
+      message,
+    },
+    ctx,
+    op,
+  );
 }

@@ -27,26 +27,49 @@ export interface ImageOptions {
 /** Validates the source choice; each problem is one UsageError. */
 export function validateImage(o: ImageOptions): void {
   if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(o.name))
-    throw new UsageError('gcp.bad-name', `image name ${JSON.stringify(o.name)} is not valid: lower-case letters, digits and hyphens, starting with a letter`, 'e.g. debian-12-vmx');
+    throw new UsageError(
+      'gcp.bad-name',
+      `image name ${JSON.stringify(o.name)} is not valid: lower-case letters, digits and hyphens, starting with a letter`,
+      'e.g. debian-12-vmx',
+    );
   const fromDisk = !!o.sourceDisk;
   const fromFamily = !!(o.imageFamily || o.imageProject);
   if (fromDisk === fromFamily)
-    throw new UsageError('gcp.image-source', 'give either --source-disk DISK (with --zone) or --image-family F --image-project P', 'e.g. nestvirt gcp image debian-12-vmx --image-family debian-12 --image-project debian-cloud --project P');
+    throw new UsageError(
+      'gcp.image-source',
+      'give either --source-disk DISK (with --zone) or --image-family F --image-project P',
+      'e.g. nestvirt gcp image debian-12-vmx --image-family debian-12 --image-project debian-cloud --project P',
+    );
   if (fromDisk && !o.zone && !o.sourceDisk!.includes('/'))
-    throw new UsageError('gcp.image-zone', '--source-disk needs --zone (the disk\'s zone)', 'add --zone ZONE');
+    throw new UsageError(
+      'gcp.image-zone',
+      "--source-disk needs --zone (the disk's zone)",
+      'add --zone ZONE',
+    );
   if (fromFamily && !(o.imageFamily && o.imageProject))
-    throw new UsageError('gcp.image-source', '--image-family and --image-project go together', 'e.g. --image-family debian-12 --image-project debian-cloud');
+    throw new UsageError(
+      'gcp.image-source',
+      '--image-family and --image-project go together',
+      'e.g. --image-family debian-12 --image-project debian-cloud',
+    );
 }
 
 function diskPath(o: ImageOptions): string {
-  return o.sourceDisk!.includes('/') ? o.sourceDisk! : `projects/${o.project}/zones/${o.zone}/disks/${o.sourceDisk}`;
+  return o.sourceDisk!.includes('/')
+    ? o.sourceDisk!
+    : `projects/${o.project}/zones/${o.zone}/disks/${o.sourceDisk}`;
 }
 
 /** The images.insert body; `sourceImage` is the resolved family image for the family flow. */
 export function imageBody(o: ImageOptions, sourceImage?: string): compute_v1.Schema$Image {
   return {
     name: o.name,
-    ...(o.sourceDisk ? { sourceDisk: diskPath(o) } : { sourceImage: sourceImage ?? `projects/${o.imageProject}/global/images/family/${o.imageFamily}` }),
+    ...(o.sourceDisk
+      ? { sourceDisk: diskPath(o) }
+      : {
+          sourceImage:
+            sourceImage ?? `projects/${o.imageProject}/global/images/family/${o.imageFamily}`,
+        }),
     licenses: [VMX_LICENSE_URL],
     ...(o.family ? { family: o.family } : {}),
     labels: { 'nestvirt-role': 'vmx-image' },
@@ -56,7 +79,11 @@ export function imageBody(o: ImageOptions, sourceImage?: string): compute_v1.Sch
 /** The equivalent gcloud command. */
 export function gcloudImageCommand(o: ImageOptions): string {
   return shellQuote([
-    'gcloud', 'compute', 'images', 'create', o.name,
+    'gcloud',
+    'compute',
+    'images',
+    'create',
+    o.name,
     `--project=${o.project}`,
     ...(o.sourceDisk
       ? [`--source-disk=${o.sourceDisk}`, ...(o.zone ? [`--source-disk-zone=${o.zone}`] : [])]
@@ -69,7 +96,9 @@ export function gcloudImageCommand(o: ImageOptions): string {
 /** Resolves the family (images.getFromFamily) to the image it points at now. */
 export async function resolveFamily(gcp: Gcp, o: ImageOptions): Promise<compute_v1.Schema$Image> {
   try {
-    return (await gcp.compute.images.getFromFamily({ project: o.imageProject!, family: o.imageFamily! })).data;
+    return (
+      await gcp.compute.images.getFromFamily({ project: o.imageProject!, family: o.imageFamily! })
+    ).data;
   } catch (e) {
     throw googleError(e, {
       what: `image family ${o.imageProject}/${o.imageFamily}`,
@@ -90,13 +119,21 @@ export interface ImageResult {
 }
 
 /** Creates the licensed image and checks that the licence is on it. */
-export async function createImage(gcp: Gcp, o: ImageOptions, body: compute_v1.Schema$Image, update: (d: string) => void, timeoutMs: number): Promise<ImageResult> {
+export async function createImage(
+  gcp: Gcp,
+  o: ImageOptions,
+  body: compute_v1.Schema$Image,
+  update: (d: string) => void,
+  timeoutMs: number,
+): Promise<ImageResult> {
   const ctx: ErrorContext = {
     what: `image ${o.name}`,
     project: o.project,
     role: 'roles/compute.storageAdmin',
     existsFix: `choose another name, or delete it: gcloud compute images delete ${o.name} --project ${o.project}`,
-    notFoundFix: o.sourceDisk ? `check the disk: gcloud compute disks list --project ${o.project}` : 'check --image-family/--image-project',
+    notFoundFix: o.sourceDisk
+      ? `check the disk: gcloud compute disks list --project ${o.project}`
+      : 'check --image-family/--image-project',
   };
   let op: compute_v1.Schema$Operation;
   try {
@@ -113,6 +150,17 @@ export async function createImage(gcp: Gcp, o: ImageOptions, body: compute_v1.Sc
   }
   const licenses = img.licenses ?? [];
   if (!licenses.some((l) => l.endsWith(VMX_LICENSE)))
-    throw new NotPossibleError('gcp.image-unlicensed', `image ${o.name} was created without the ${VMX_LICENSE} licence (has: ${licenses.join(', ') || 'none'})`, 'use an instance with --enable-nested-virtualization instead: nestvirt gcp create (without --legacy-license)');
-  return { name: img.name ?? o.name, selfLink: img.selfLink ?? null, status: img.status ?? null, licenses, source: body.sourceDisk ?? body.sourceImage ?? '', operation: done.name ?? null };
+    throw new NotPossibleError(
+      'gcp.image-unlicensed',
+      `image ${o.name} was created without the ${VMX_LICENSE} licence (has: ${licenses.join(', ') || 'none'})`,
+      'use an instance with --enable-nested-virtualization instead: nestvirt gcp create (without --legacy-license)',
+    );
+  return {
+    name: img.name ?? o.name,
+    selfLink: img.selfLink ?? null,
+    status: img.status ?? null,
+    licenses,
+    source: body.sourceDisk ?? body.sourceImage ?? '',
+    operation: done.name ?? null,
+  };
 }

@@ -7,7 +7,12 @@
 import type { compute_v1 } from '@googleapis/compute';
 import type { Gcp } from './api.js';
 import { googleError, operationError, type ErrorContext } from './errors.js';
-import { machineTypeInfo, platformSupportsNesting, MIN_NESTED_PLATFORM, SUGGESTED_MACHINE_TYPE } from './rules.js';
+import {
+  machineTypeInfo,
+  platformSupportsNesting,
+  MIN_NESTED_PLATFORM,
+  SUGGESTED_MACHINE_TYPE,
+} from './rules.js';
 import type { CheckReport } from './check.js';
 import { NotPossibleError, UsageError } from '../../errors.js';
 import { shellQuote } from '../../util/exec.js';
@@ -39,11 +44,26 @@ export interface CreateOptions {
 /** Validates names and ranges; each problem is one UsageError. */
 export function validateCreate(o: CreateOptions): void {
   if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(o.name))
-    throw new UsageError('gcp.bad-name', `instance name ${JSON.stringify(o.name)} is not valid: lower-case letters, digits and hyphens, starting with a letter, at most 63`, 'e.g. nestvirt-l1');
-  if (o.aliasRange !== undefined && !/^(\d{1,3}(\.\d{1,3}){3})?\/([0-9]|[12][0-9]|3[0-2])$/.test(o.aliasRange))
-    throw new UsageError('gcp.bad-alias-range', `--alias-range must be a prefix length like /30 or a CIDR like 10.128.4.0/30, got ${JSON.stringify(o.aliasRange)}`, 'e.g. --alias-range /30');
+    throw new UsageError(
+      'gcp.bad-name',
+      `instance name ${JSON.stringify(o.name)} is not valid: lower-case letters, digits and hyphens, starting with a letter, at most 63`,
+      'e.g. nestvirt-l1',
+    );
+  if (
+    o.aliasRange !== undefined &&
+    !/^(\d{1,3}(\.\d{1,3}){3})?\/([0-9]|[12][0-9]|3[0-2])$/.test(o.aliasRange)
+  )
+    throw new UsageError(
+      'gcp.bad-alias-range',
+      `--alias-range must be a prefix length like /30 or a CIDR like 10.128.4.0/30, got ${JSON.stringify(o.aliasRange)}`,
+      'e.g. --alias-range /30',
+    );
   if (!Number.isInteger(o.diskSizeGb) || o.diskSizeGb < 10)
-    throw new UsageError('gcp.bad-disk-size', `--disk-size must be a whole number of GB, at least 10, got ${o.diskSizeGb}`, 'e.g. --disk-size 20');
+    throw new UsageError(
+      'gcp.bad-disk-size',
+      `--disk-size must be a whole number of GB, at least 10, got ${o.diskSizeGb}`,
+      'e.g. --disk-size 20',
+    );
 }
 
 /**
@@ -77,12 +97,14 @@ export function parseVerifyLine(text: string): VerifyReport | undefined {
   const re = /nestvirt-verify: vmx=(\d+) kvm=(yes|no) nested=(\S+)/g;
   let m: RegExpExecArray | null;
   let last: VerifyReport | undefined;
-  while ((m = re.exec(text))) last = { vmx: Number(m[1]), kvm: m[2] === 'yes', nested: m[3]!, line: m[0] };
+  while ((m = re.exec(text)))
+    last = { vmx: Number(m[1]), kvm: m[2] === 'yes', nested: m[3]!, line: m[0] };
   return last;
 }
 
 function sourceImage(o: CreateOptions): string {
-  if (o.image) return o.image.includes('/') ? o.image : `projects/${o.project}/global/images/${o.image}`;
+  if (o.image)
+    return o.image.includes('/') ? o.image : `projects/${o.project}/global/images/${o.image}`;
   return `projects/${o.imageProject}/global/images/family/${o.imageFamily}`;
 }
 
@@ -90,7 +112,13 @@ function sourceImage(o: CreateOptions): string {
 export function instanceBody(o: CreateOptions): compute_v1.Schema$Instance {
   const nic: compute_v1.Schema$NetworkInterface = {
     network: o.network.includes('/') ? o.network : `global/networks/${o.network}`,
-    ...(o.subnet ? { subnetwork: o.subnet.includes('/') ? o.subnet : `regions/${o.zone.replace(/-[a-z]$/, '')}/subnetworks/${o.subnet}` } : {}),
+    ...(o.subnet
+      ? {
+          subnetwork: o.subnet.includes('/')
+            ? o.subnet
+            : `regions/${o.zone.replace(/-[a-z]$/, '')}/subnetworks/${o.subnet}`,
+        }
+      : {}),
     accessConfigs: [{ name: 'External NAT', type: 'ONE_TO_ONE_NAT' }],
     ...(o.aliasRange ? { aliasIpRanges: [{ ipCidrRange: o.aliasRange }] } : {}),
   };
@@ -115,16 +143,27 @@ export function instanceBody(o: CreateOptions): compute_v1.Schema$Instance {
 
 /** The equivalent gcloud command (the startup script saved as nestvirt-verify.sh). */
 export function gcloudCreateCommand(o: CreateOptions): string {
-  const nic = [`network=${o.network}`, ...(o.subnet ? [`subnet=${o.subnet}`] : []), ...(o.aliasRange ? [`aliases=${o.aliasRange}`] : [])].join(',');
+  const nic = [
+    `network=${o.network}`,
+    ...(o.subnet ? [`subnet=${o.subnet}`] : []),
+    ...(o.aliasRange ? [`aliases=${o.aliasRange}`] : []),
+  ].join(',');
   const argv = [
-    'gcloud', 'compute', 'instances', 'create', o.name,
+    'gcloud',
+    'compute',
+    'instances',
+    'create',
+    o.name,
     `--project=${o.project}`,
     `--zone=${o.zone}`,
     `--machine-type=${o.machineType}`,
     ...(o.legacyLicense ? [] : ['--enable-nested-virtualization']),
     ...(o.minCpuPlatform ? [`--min-cpu-platform=${o.minCpuPlatform}`] : []),
     ...(o.image
-      ? [`--image=${o.image.split('/').pop()}`, `--image-project=${o.image.includes('/') ? (o.image.split('/')[1] ?? o.project) : o.project}`]
+      ? [
+          `--image=${o.image.split('/').pop()}`,
+          `--image-project=${o.image.includes('/') ? (o.image.split('/')[1] ?? o.project) : o.project}`,
+        ]
       : [`--image-family=${o.imageFamily}`, `--image-project=${o.imageProject}`]),
     `--boot-disk-size=${o.diskSizeGb}GB`,
     `--network-interface=${nic}`,
@@ -139,21 +178,50 @@ export function gcloudCreateCommand(o: CreateOptions): string {
 export function diagnose(
   v: VerifyReport,
   o: CreateOptions,
-  ctx: { report?: CheckReport | undefined; instance?: compute_v1.Schema$Instance | undefined; imageLicensed?: boolean | undefined },
+  ctx: {
+    report?: CheckReport | undefined;
+    instance?: compute_v1.Schema$Instance | undefined;
+    imageLicensed?: boolean | undefined;
+  },
 ): { cause: string; fix: string } {
   if (v.vmx > 0 && !v.kvm)
-    return { cause: 'the CPU has vmx but /dev/kvm is missing: the kvm_intel module is not loaded in the guest', fix: `gcloud compute ssh ${o.name} --zone ${o.zone} -- sudo modprobe kvm_intel` };
+    return {
+      cause:
+        'the CPU has vmx but /dev/kvm is missing: the kvm_intel module is not loaded in the guest',
+      fix: `gcloud compute ssh ${o.name} --zone ${o.zone} -- sudo modprobe kvm_intel`,
+    };
   const mt = machineTypeInfo(o.machineType);
-  if (mt.rule && !mt.rule.nested) return { cause: `machine series: ${mt.rule.reason}`, fix: `--machine-type ${SUGGESTED_MACHINE_TYPE}` };
+  if (mt.rule && !mt.rule.nested)
+    return {
+      cause: `machine series: ${mt.rule.reason}`,
+      fix: `--machine-type ${SUGGESTED_MACHINE_TYPE}`,
+    };
   if (ctx.report?.policy?.enforced)
-    return { cause: 'org policy: constraints/compute.disableNestedVirtualization is enforced', fix: `nestvirt gcp policy allow --project ${o.project}` };
+    return {
+      cause: 'org policy: constraints/compute.disableNestedVirtualization is enforced',
+      fix: `nestvirt gcp policy allow --project ${o.project}`,
+    };
   const platform = ctx.instance?.cpuPlatform;
   if (platform && platformSupportsNesting(platform) === false)
-    return { cause: `CPU platform: the instance runs on ${platform}, older than ${MIN_NESTED_PLATFORM}`, fix: `--min-cpu-platform "${MIN_NESTED_PLATFORM}"` };
+    return {
+      cause: `CPU platform: the instance runs on ${platform}, older than ${MIN_NESTED_PLATFORM}`,
+      fix: `--min-cpu-platform "${MIN_NESTED_PLATFORM}"`,
+    };
   if (o.legacyLicense && ctx.imageLicensed === false)
-    return { cause: `licence: the boot image does not carry ${VMX_LICENSE}`, fix: `nestvirt gcp image NAME --image-family ${o.imageFamily} --image-project ${o.imageProject} --project ${o.project}, then --image NAME` };
-  if (!o.legacyLicense && ctx.instance && ctx.instance.advancedMachineFeatures?.enableNestedVirtualization !== true)
-    return { cause: 'flag: the instance does not have advancedMachineFeatures.enableNestedVirtualization set', fix: 'recreate it with nestvirt gcp create (it sets the flag)' };
+    return {
+      cause: `licence: the boot image does not carry ${VMX_LICENSE}`,
+      fix: `nestvirt gcp image NAME --image-family ${o.imageFamily} --image-project ${o.imageProject} --project ${o.project}, then --image NAME`,
+    };
+  if (
+    !o.legacyLicense &&
+    ctx.instance &&
+    ctx.instance.advancedMachineFeatures?.enableNestedVirtualization !== true
+  )
+    return {
+      cause:
+        'flag: the instance does not have advancedMachineFeatures.enableNestedVirtualization set',
+      fix: 'recreate it with nestvirt gcp create (it sets the flag)',
+    };
   return {
     cause: 'series, platform, policy and flag all look right; the guest kernel may hide vmx',
     fix: `gcloud compute ssh ${o.name} --zone ${o.zone} -- 'grep -cw vmx /proc/cpuinfo; ls -l /dev/kvm'`,
@@ -188,12 +256,29 @@ export async function waitOperation(
   let cur = op;
   while (cur.status !== 'DONE') {
     if (Date.now() > deadline)
-      throw new NotPossibleError('gcp.operation-timeout', `${ctx.what}: operation ${cur.name} still ${cur.status} after ${Math.round(timeoutMs / 1000)}s`, `follow it with: gcloud compute operations describe ${cur.name}${where.zone ? ` --zone ${where.zone}` : ' --global'} --project ${where.project}`);
-    update(`${cur.status?.toLowerCase() ?? 'pending'}${cur.progress ? ` ${cur.progress}%` : ''} (${cur.name})`);
+      throw new NotPossibleError(
+        'gcp.operation-timeout',
+        `${ctx.what}: operation ${cur.name} still ${cur.status} after ${Math.round(timeoutMs / 1000)}s`,
+        `follow it with: gcloud compute operations describe ${cur.name}${where.zone ? ` --zone ${where.zone}` : ' --global'} --project ${where.project}`,
+      );
+    update(
+      `${cur.status?.toLowerCase() ?? 'pending'}${cur.progress ? ` ${cur.progress}%` : ''} (${cur.name})`,
+    );
     try {
       cur = where.zone
-        ? (await gcp.compute.zoneOperations.wait({ project: where.project, zone: where.zone, operation: cur.name! })).data
-        : (await gcp.compute.globalOperations.wait({ project: where.project, operation: cur.name! })).data;
+        ? (
+            await gcp.compute.zoneOperations.wait({
+              project: where.project,
+              zone: where.zone,
+              operation: cur.name!,
+            })
+          ).data
+        : (
+            await gcp.compute.globalOperations.wait({
+              project: where.project,
+              operation: cur.name!,
+            })
+          ).data;
     } catch (e) {
       throw googleError(e, { ...ctx, what: `waiting for ${ctx.what}` });
     }
@@ -215,15 +300,29 @@ export async function readVerify(
   for (;;) {
     let out: compute_v1.Schema$SerialPortOutput;
     try {
-      out = (await gcp.compute.instances.getSerialPortOutput({ project: o.project, zone: o.zone, instance: o.name, port: 1, start: String(start) })).data;
+      out = (
+        await gcp.compute.instances.getSerialPortOutput({
+          project: o.project,
+          zone: o.zone,
+          instance: o.name,
+          port: 1,
+          start: String(start),
+        })
+      ).data;
     } catch (e) {
-      throw googleError(e, { what: `serial port of instance ${o.name}`, project: o.project, zone: o.zone, role: 'roles/compute.instanceAdmin.v1' });
+      throw googleError(e, {
+        what: `serial port of instance ${o.name}`,
+        project: o.project,
+        zone: o.zone,
+        role: 'roles/compute.instanceAdmin.v1',
+      });
     }
     text += out.contents ?? '';
     if (out.next !== undefined && out.next !== null) start = Number(out.next);
     const report = parseVerifyLine(text);
     if (report) return { report, bytes: start, tail: text.slice(-2000) };
-    if (Date.now() + timing.pollMs > deadline) return { report: undefined, bytes: start, tail: text.slice(-2000) };
+    if (Date.now() + timing.pollMs > deadline)
+      return { report: undefined, bytes: start, tail: text.slice(-2000) };
     update(`${start} bytes of serial output read, waiting for the startup script`);
     await sleep(timing.pollMs);
   }
@@ -245,7 +344,12 @@ export interface CreateResult {
 }
 
 /** Inserts the instance and waits for the zone operation. */
-export async function insertInstance(gcp: Gcp, o: CreateOptions, update: (d: string) => void, timing: Timing): Promise<string | null> {
+export async function insertInstance(
+  gcp: Gcp,
+  o: CreateOptions,
+  update: (d: string) => void,
+  timing: Timing,
+): Promise<string | null> {
   const ctx: ErrorContext = {
     what: `instance ${o.name}`,
     project: o.project,
@@ -256,21 +360,43 @@ export async function insertInstance(gcp: Gcp, o: CreateOptions, update: (d: str
   };
   let op: compute_v1.Schema$Operation;
   try {
-    op = (await gcp.compute.instances.insert({ project: o.project, zone: o.zone, requestBody: instanceBody(o) })).data;
+    op = (
+      await gcp.compute.instances.insert({
+        project: o.project,
+        zone: o.zone,
+        requestBody: instanceBody(o),
+      })
+    ).data;
   } catch (e) {
     throw googleError(e, ctx);
   }
-  const done = await waitOperation(gcp, op, { project: o.project, zone: o.zone }, ctx, update, timing.operationTimeoutMs);
+  const done = await waitOperation(
+    gcp,
+    op,
+    { project: o.project, zone: o.zone },
+    ctx,
+    update,
+    timing.operationTimeoutMs,
+  );
   return done.name ?? null;
 }
 
 /** instances.get, summarised. */
-export async function describeInstance(gcp: Gcp, o: { project: string; zone: string; name: string }): Promise<{ raw: compute_v1.Schema$Instance; summary: CreateResult['instance'] }> {
+export async function describeInstance(
+  gcp: Gcp,
+  o: { project: string; zone: string; name: string },
+): Promise<{ raw: compute_v1.Schema$Instance; summary: CreateResult['instance'] }> {
   let raw: compute_v1.Schema$Instance;
   try {
-    raw = (await gcp.compute.instances.get({ project: o.project, zone: o.zone, instance: o.name })).data;
+    raw = (await gcp.compute.instances.get({ project: o.project, zone: o.zone, instance: o.name }))
+      .data;
   } catch (e) {
-    throw googleError(e, { what: `instance ${o.name}`, project: o.project, zone: o.zone, role: 'roles/compute.viewer' });
+    throw googleError(e, {
+      what: `instance ${o.name}`,
+      project: o.project,
+      zone: o.zone,
+      role: 'roles/compute.viewer',
+    });
   }
   const nic = raw.networkInterfaces?.[0];
   return {
@@ -289,15 +415,27 @@ export async function describeInstance(gcp: Gcp, o: { project: string; zone: str
 }
 
 /** Looks up the boot image (legacy flow) and says whether it carries the vmx licence. */
-export async function resolveImage(gcp: Gcp, o: CreateOptions): Promise<{ selfLink: string; licensed: boolean }> {
-  const ctx: ErrorContext = { what: o.image ? `image ${o.image}` : `image family ${o.imageProject}/${o.imageFamily}`, project: o.project, role: 'roles/compute.imageUser' };
+export async function resolveImage(
+  gcp: Gcp,
+  o: CreateOptions,
+): Promise<{ selfLink: string; licensed: boolean }> {
+  const ctx: ErrorContext = {
+    what: o.image ? `image ${o.image}` : `image family ${o.imageProject}/${o.imageFamily}`,
+    project: o.project,
+    role: 'roles/compute.imageUser',
+  };
   try {
     let img: compute_v1.Schema$Image;
     if (o.image) {
       const parts = o.image.split('/');
-      const project = o.image.includes('/') ? (parts[parts.indexOf('projects') + 1] ?? o.project) : o.project;
+      const project = o.image.includes('/')
+        ? (parts[parts.indexOf('projects') + 1] ?? o.project)
+        : o.project;
       img = (await gcp.compute.images.get({ project, image: parts.pop()! })).data;
-    } else img = (await gcp.compute.images.getFromFamily({ project: o.imageProject, family: o.imageFamily })).data;
+    } else
+      img = (
+        await gcp.compute.images.getFromFamily({ project: o.imageProject, family: o.imageFamily })
+      ).data;
     const licensed = (img.licenses ?? []).some((l) => l.endsWith(VMX_LICENSE));
     return { selfLink: img.selfLink ?? '', licensed };
   } catch (e) {

@@ -18,7 +18,11 @@ export interface PolicyTarget {
 }
 
 /** Builds the target from exactly one of --project/--folder/--organization. */
-export function policyTarget(opts: { project?: string | undefined; folder?: string | undefined; organization?: string | undefined }): PolicyTarget {
+export function policyTarget(opts: {
+  project?: string | undefined;
+  folder?: string | undefined;
+  organization?: string | undefined;
+}): PolicyTarget {
   const given = (
     [
       ['projects', opts.project],
@@ -34,7 +38,11 @@ export function policyTarget(opts: { project?: string | undefined; folder?: stri
     );
   const [kind, id] = given[0]!;
   if ((kind === 'folders' || kind === 'organizations') && !/^\d+$/.test(id!))
-    throw new UsageError('gcp.policy-target', `--${kind === 'folders' ? 'folder' : 'organization'} must be a numeric id, got ${JSON.stringify(id)}`, `find it with: gcloud ${kind} list`);
+    throw new UsageError(
+      'gcp.policy-target',
+      `--${kind === 'folders' ? 'folder' : 'organization'} must be a numeric id, got ${JSON.stringify(id)}`,
+      `find it with: gcloud ${kind} list`,
+    );
   return { kind, id: id! };
 }
 
@@ -59,14 +67,20 @@ export function policyBody(t: PolicyTarget, enforce: boolean, etag?: string): Po
 
 /** The gcloud command that does the same as `policy allow|deny`. */
 export function gcloudPolicyCommand(t: PolicyTarget, enforce: boolean): string {
-  const flag = t.kind === 'projects' ? '--project' : t.kind === 'folders' ? '--folder' : '--organization';
+  const flag =
+    t.kind === 'projects' ? '--project' : t.kind === 'folders' ? '--folder' : '--organization';
   return `gcloud resource-manager org-policies ${enforce ? 'enable-enforce' : 'disable-enforce'} ${SHORT} ${flag}=${t.id}`;
 }
 
 interface RawPolicy {
   name?: string | null;
   etag?: string | null;
-  spec?: { etag?: string | null; updateTime?: unknown; reset?: boolean | null; rules?: { enforce?: boolean | null }[] | null } | null;
+  spec?: {
+    etag?: string | null;
+    updateTime?: unknown;
+    reset?: boolean | null;
+    rules?: { enforce?: boolean | null }[] | null;
+  } | null;
 }
 
 /** Reads `enforce` from a policy; a policy with no boolean rule is not enforced (the default). */
@@ -132,7 +146,11 @@ export async function getPolicyState(gcp: Gcp, t: PolicyTarget): Promise<PolicyS
 }
 
 /** `policy allow|deny`: creates or updates the resource's own policy, then re-reads. */
-export async function setPolicy(gcp: Gcp, t: PolicyTarget, enforce: boolean): Promise<PolicyState & { changed: boolean }> {
+export async function setPolicy(
+  gcp: Gcp,
+  t: PolicyTarget,
+  enforce: boolean,
+): Promise<PolicyState & { changed: boolean }> {
   const own = await ownPolicy(gcp, t);
   let changed = true;
   if (own && enforcedOf(own) === enforce && own.spec?.rules?.length) {
@@ -141,9 +159,16 @@ export async function setPolicy(gcp: Gcp, t: PolicyTarget, enforce: boolean): Pr
     try {
       const etag = own?.spec?.etag ?? own?.etag ?? undefined;
       if (own) await gcp.orgPolicy.updatePolicy({ policy: policyBody(t, enforce, etag) });
-      else await gcp.orgPolicy.createPolicy({ parent: resourceName(t), policy: policyBody(t, enforce) });
+      else
+        await gcp.orgPolicy.createPolicy({
+          parent: resourceName(t),
+          policy: policyBody(t, enforce),
+        });
     } catch (e) {
-      throw googleError(e, { ...ctxFor(t, `setting org policy ${CONSTRAINT} on ${resourceName(t)}`), role: 'roles/orgpolicy.policyAdmin' });
+      throw googleError(e, {
+        ...ctxFor(t, `setting org policy ${CONSTRAINT} on ${resourceName(t)}`),
+        role: 'roles/orgpolicy.policyAdmin',
+      });
     }
   }
   return { ...(await getPolicyState(gcp, t)), changed };

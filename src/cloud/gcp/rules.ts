@@ -41,7 +41,13 @@ const mem = 'memory-optimized series do not support nested virtualization';
 
 /** Every machine series we know, with its verdict. */
 export const SERIES_RULES: readonly SeriesRule[] = [
-  { series: 'n1', vendor: 'intel', family: 'general-purpose', nested: true, needsMinCpuPlatform: true },
+  {
+    series: 'n1',
+    vendor: 'intel',
+    family: 'general-purpose',
+    nested: true,
+    needsMinCpuPlatform: true,
+  },
   { series: 'n2', vendor: 'intel', family: 'general-purpose', nested: true },
   { series: 'n4', vendor: 'intel', family: 'general-purpose', nested: true },
   { series: 'c3', vendor: 'intel', family: 'general-purpose', nested: true },
@@ -112,7 +118,8 @@ export interface MachineTypeInfo {
 export function machineTypeInfo(machineType: string): MachineTypeInfo {
   const name = machineType.split('/').pop()!.toLowerCase();
   let series: string;
-  if (/^custom-\d+-\d+(-ext)?$/.test(name) || name === 'f1-micro' || name === 'g1-small') series = 'n1';
+  if (/^custom-\d+-\d+(-ext)?$/.test(name) || name === 'f1-micro' || name === 'g1-small')
+    series = 'n1';
   else series = name.split('-')[0] ?? name;
   const rule = SERIES_RULES.find((r) => r.series === series);
   return { name, series, rule, metal: name.endsWith('-metal') };
@@ -194,7 +201,11 @@ export function staticFindings(opts: {
 function platformFinding(platform: string): Finding {
   const ok = platformSupportsNesting(platform);
   if (ok === true)
-    return { id: 'platform', status: 'ok', message: `minimum CPU platform ${platform} is ${MIN_NESTED_PLATFORM} or later` };
+    return {
+      id: 'platform',
+      status: 'ok',
+      message: `minimum CPU platform ${platform} is ${MIN_NESTED_PLATFORM} or later`,
+    };
   if (ok === false)
     return {
       id: 'platform',
@@ -214,7 +225,11 @@ function platformFinding(platform: string): Finding {
  * Judges a zone's available CPU platforms (zones.get) for nesting: at least
  * one Intel Haswell-or-later platform must be offered.
  */
-export function zoneFinding(zone: string, platforms: readonly string[], minCpuPlatform?: string): Finding {
+export function zoneFinding(
+  zone: string,
+  platforms: readonly string[],
+  minCpuPlatform?: string,
+): Finding {
   const good = platforms.filter((p) => platformSupportsNesting(p) === true);
   if (good.length === 0)
     return {

@@ -10,7 +10,8 @@ let w: World;
 before(async () => (w = await world()));
 after(async () => w.close());
 
-const NO_CREDS = 'nestvirt: no Google credentials: run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS\n';
+const NO_CREDS =
+  'nestvirt: no Google credentials: run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS\n';
 
 test('no credentials: exactly one line, exit 1, nothing sent anywhere', async () => {
   const n = w.fake.requests.length;
@@ -18,8 +19,28 @@ test('no credentials: exactly one line, exit 1, nothing sent anywhere', async ()
   for (const argv of [
     ['gcp', 'check', '--project', 'proj-ok'],
     ['gcp', 'policy', 'get', '--project', 'proj-ok'],
-    ['gcp', 'create', 'l1', '--project', 'proj-ok', '--zone', 'us-central1-a', '--machine-type', 'n2-standard-4'],
-    ['gcp', 'image', 'x', '--project', 'proj-ok', '--image-family', 'debian-12', '--image-project', 'debian-cloud'],
+    [
+      'gcp',
+      'create',
+      'l1',
+      '--project',
+      'proj-ok',
+      '--zone',
+      'us-central1-a',
+      '--machine-type',
+      'n2-standard-4',
+    ],
+    [
+      'gcp',
+      'image',
+      'x',
+      '--project',
+      'proj-ok',
+      '--image-family',
+      'debian-12',
+      '--image-project',
+      'debian-cloud',
+    ],
   ]) {
     const r = await runCli(argv, { env });
     assert.equal(r.code, 1, argv.join(' '));
@@ -31,7 +52,13 @@ test('no credentials: exactly one line, exit 1, nothing sent anywhere', async ()
 
 test('no credentials as a real subprocess: the same line, no stack trace; --json carries the code', async () => {
   const r = await runBin(['gcp', 'check', '--project', 'proj-ok', '--json'], {
-    env: { HOME: w.dir, GOOGLE_APPLICATION_CREDENTIALS: '', CLOUDSDK_CONFIG: '', METADATA_SERVER_DETECTION: 'none', NESTVIRT_GCP_ENDPOINT: w.fake.url },
+    env: {
+      HOME: w.dir,
+      GOOGLE_APPLICATION_CREDENTIALS: '',
+      CLOUDSDK_CONFIG: '',
+      METADATA_SERVER_DETECTION: 'none',
+      NESTVIRT_GCP_ENDPOINT: w.fake.url,
+    },
   });
   assert.equal(r.code, 1);
   assert.ok(r.stderr.endsWith(NO_CREDS), r.stderr);
@@ -41,7 +68,10 @@ test('no credentials as a real subprocess: the same line, no stack trace; --json
 test("gcloud's well-known file (CLOUDSDK_CONFIG or ~/.config/gcloud) is used when the variable is unset", async () => {
   const dir = join(w.dir, 'home', '.config', 'gcloud');
   await mkdir(dir, { recursive: true });
-  await copyFile(w.env.GOOGLE_APPLICATION_CREDENTIALS!, join(dir, 'application_default_credentials.json'));
+  await copyFile(
+    w.env.GOOGLE_APPLICATION_CREDENTIALS!,
+    join(dir, 'application_default_credentials.json'),
+  );
   const r = await runCli(['gcp', 'check', '--project', 'proj-ok', '--json'], {
     env: { ...w.env, GOOGLE_APPLICATION_CREDENTIALS: '', HOME: join(w.dir, 'home') },
   });
@@ -53,7 +83,9 @@ test("gcloud's well-known file (CLOUDSDK_CONFIG or ~/.config/gcloud) is used whe
 });
 
 test('GOOGLE_APPLICATION_CREDENTIALS naming a missing file: one line saying so', async () => {
-  const r = await runCli(['gcp', 'check', '--project', 'proj-ok'], { env: { ...w.env, GOOGLE_APPLICATION_CREDENTIALS: join(w.dir, 'nope.json') } });
+  const r = await runCli(['gcp', 'check', '--project', 'proj-ok'], {
+    env: { ...w.env, GOOGLE_APPLICATION_CREDENTIALS: join(w.dir, 'nope.json') },
+  });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /GOOGLE_APPLICATION_CREDENTIALS names .*nope\.json, which does not exist/);
 });
@@ -61,12 +93,31 @@ test('GOOGLE_APPLICATION_CREDENTIALS naming a missing file: one line saying so',
 test('revoked refresh token: the token endpoint says invalid_grant, nestvirt says so in one line', async () => {
   const { writeFile } = await import('node:fs/promises');
   const bad = join(w.dir, 'revoked.json');
-  await writeFile(bad, JSON.stringify({ type: 'authorized_user', client_id: 'fake-client.apps.example', client_secret: 'fake-secret', refresh_token: 'revoked' }));
-  const r = await runCli(['gcp', 'check', '--project', 'proj-ok'], { env: { ...w.env, GOOGLE_APPLICATION_CREDENTIALS: bad } });
+  await writeFile(
+    bad,
+    JSON.stringify({
+      type: 'authorized_user',
+      client_id: 'fake-client.apps.example',
+      client_secret: 'fake-secret',
+      refresh_token: 'revoked',
+    }),
+  );
+  const r = await runCli(['gcp', 'check', '--project', 'proj-ok'], {
+    env: { ...w.env, GOOGLE_APPLICATION_CREDENTIALS: bad },
+  });
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /nestvirt: Google rejected the credentials in .*revoked\.json: Token has been expired or revoked\./);
+  assert.match(
+    r.stderr,
+    /nestvirt: Google rejected the credentials in .*revoked\.json: Token has been expired or revoked\./,
+  );
   assert.match(r.stderr, /fix: run `gcloud auth application-default login` again/);
-  assert.equal(r.stderr.trim().split('\n').filter((l) => !/^[…✓✗]/.test(l)).length, 2);
+  assert.equal(
+    r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => !/^[…✓✗]/.test(l)).length,
+    2,
+  );
 });
 
 test('every API request carried a bearer token the fake issued', () => {

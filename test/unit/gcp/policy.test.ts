@@ -21,7 +21,10 @@ test('get: nothing set on the project, enforced through its folder', async () =>
     nestedAllowed: false,
   });
   const f = await policy('get', '--folder', '300');
-  assert.match(f.stdout, /folders\/300: constraints\/compute\.disableNestedVirtualization\n\s+set here:\s+enforced\n\s+effective: enforced/);
+  assert.match(
+    f.stdout,
+    /folders\/300: constraints\/compute\.disableNestedVirtualization\n\s+set here:\s+enforced\n\s+effective: enforced/,
+  );
 });
 
 test('allow: creates the project policy (enforce=false), shows the effective result; again: nothing changes', async () => {
@@ -35,7 +38,10 @@ test('allow: creates the project policy (enforce=false), shows the effective res
   const post = w.fake.calls('POST', /^\/v2\/projects\/proj-flip\/policies$/);
   assert.equal(post.length, 1);
   assert.deepEqual(post[0]!.body.spec.rules, [{ enforce: false }]);
-  assert.equal(post[0]!.body.name, 'projects/proj-flip/policies/compute.disableNestedVirtualization');
+  assert.equal(
+    post[0]!.body.name,
+    'projects/proj-flip/policies/compute.disableNestedVirtualization',
+  );
   const again = await policy('allow', '--project', 'proj-flip');
   assert.equal(again.code, 0);
   assert.match(again.stdout, /already set; nothing changed/);
@@ -47,7 +53,10 @@ test('deny: patches the existing policy with its etag; check then says no', asyn
   const r = await policy('deny', '--project', 'proj-flip');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /effective: enforced\n\s+✗ nested virtualization is disabled/);
-  const patch = w.fake.calls('PATCH', /^\/v2\/projects\/proj-flip\/policies\/compute\.disableNestedVirtualization$/);
+  const patch = w.fake.calls(
+    'PATCH',
+    /^\/v2\/projects\/proj-flip\/policies\/compute\.disableNestedVirtualization$/,
+  );
   assert.equal(patch.length, 1);
   assert.match(patch[0]!.body.spec.etag, /^W\/"/);
   const c = await runCli(['gcp', 'check', '--project', 'proj-flip'], { env: w.env });
@@ -57,12 +66,19 @@ test('deny: patches the existing policy with its etag; check then says no', asyn
 
 test('--dry-run prints the v2 body and the gcloud command; no credentials, no request', async () => {
   const n = w.fake.requests.length;
-  const r = await runCli(['gcp', 'policy', 'allow', '--organization', '100', '--dry-run', '--json'], { env: { HOME: w.dir, METADATA_SERVER_DETECTION: 'none' } });
+  const r = await runCli(
+    ['gcp', 'policy', 'allow', '--organization', '100', '--dry-run', '--json'],
+    { env: { HOME: w.dir, METADATA_SERVER_DETECTION: 'none' } },
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), {
     dryRun: true,
-    request: { name: 'organizations/100/policies/compute.disableNestedVirtualization', spec: { rules: [{ enforce: false }] } },
-    gcloud: 'gcloud resource-manager org-policies disable-enforce compute.disableNestedVirtualization --organization=100',
+    request: {
+      name: 'organizations/100/policies/compute.disableNestedVirtualization',
+      spec: { rules: [{ enforce: false }] },
+    },
+    gcloud:
+      'gcloud resource-manager org-policies disable-enforce compute.disableNestedVirtualization --organization=100',
   });
   assert.equal(w.fake.requests.length, n);
 });
@@ -70,14 +86,23 @@ test('--dry-run prints the v2 body and the gcloud command; no credentials, no re
 test('403 when the caller may not set policies: one line naming the role', async () => {
   const r = await policy('allow', '--project', 'proj-ro');
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /nestvirt: setting org policy constraints\/compute\.disableNestedVirtualization on projects\/proj-ro: permission denied: Permission 'orgpolicy\.policies\.create' denied/);
-  assert.match(r.stderr, /fix: grant your account roles\/orgpolicy\.policyAdmin on project proj-ro/);
+  assert.match(
+    r.stderr,
+    /nestvirt: setting org policy constraints\/compute\.disableNestedVirtualization on projects\/proj-ro: permission denied: Permission 'orgpolicy\.policies\.create' denied/,
+  );
+  assert.match(
+    r.stderr,
+    /fix: grant your account roles\/orgpolicy\.policyAdmin on project proj-ro/,
+  );
 });
 
 test('unknown project: Google answers 403 PERMISSION_DENIED ("or it may not exist")', async () => {
   const r = await policy('get', '--project', 'nope');
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /permission denied: Permission 'orgpolicy\.policy\.get' denied on resource '\/\/cloudresourcemanager\.googleapis\.com\/projects\/nope' \(or it may not exist\)/);
+  assert.match(
+    r.stderr,
+    /permission denied: Permission 'orgpolicy\.policy\.get' denied on resource '\/\/cloudresourcemanager\.googleapis\.com\/projects\/nope' \(or it may not exist\)/,
+  );
 });
 
 test('target must be exactly one of --project/--folder/--organization; ids numeric (exit 2)', async () => {

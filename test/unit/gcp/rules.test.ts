@@ -5,7 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { machineTypeInfo, platformSupportsNesting, staticFindings, zoneFinding, SERIES_RULES } from '../../../src/cloud/gcp/rules.js';
+import {
+  machineTypeInfo,
+  platformSupportsNesting,
+  staticFindings,
+  zoneFinding,
+  SERIES_RULES,
+} from '../../../src/cloud/gcp/rules.js';
 
 const SERIES: [string, boolean, string][] = [
   // machine type, nests?, why (the documented rule)
@@ -44,7 +50,9 @@ for (const [mt, nests, why] of SERIES) {
     const info = machineTypeInfo(mt);
     assert.ok(info.rule, `${mt} has a rule`);
     assert.equal(info.rule!.nested, nests);
-    const f = staticFindings({ machineType: mt, minCpuPlatform: 'Intel Haswell' }).find((x) => x.id === 'series')!;
+    const f = staticFindings({ machineType: mt, minCpuPlatform: 'Intel Haswell' }).find(
+      (x) => x.id === 'series',
+    )!;
     if (!nests && !info.metal) {
       assert.equal(f.status, 'fail');
       assert.equal(f.fix, '--machine-type n2-standard-4');
@@ -54,7 +62,8 @@ for (const [mt, nests, why] of SERIES) {
 
 test('every non-Intel series in the table is marked as not nesting', () => {
   for (const r of SERIES_RULES) if (r.vendor !== 'intel') assert.equal(r.nested, false, r.series);
-  for (const r of SERIES_RULES) if (r.family === 'memory-optimized') assert.equal(r.nested, false, r.series);
+  for (const r of SERIES_RULES)
+    if (r.family === 'memory-optimized') assert.equal(r.nested, false, r.series);
 });
 
 const PLATFORMS: [string, boolean | undefined][] = [
@@ -82,9 +91,22 @@ test('N1 without --min-cpu-platform warns with the exact fix; with Haswell it do
   const w = staticFindings({ machineType: 'n1-standard-2' }).find((f) => f.id === 'platform')!;
   assert.equal(w.status, 'warn');
   assert.equal(w.fix, '--min-cpu-platform "Intel Haswell"');
-  assert.equal(staticFindings({ machineType: 'n1-standard-2', minCpuPlatform: 'Intel Skylake' }).find((f) => f.id === 'platform')!.status, 'ok');
-  assert.equal(staticFindings({ machineType: 'n2-standard-2' }).find((f) => f.id === 'platform'), undefined);
-  assert.equal(staticFindings({ machineType: 'n1-standard-2', minCpuPlatform: 'Intel Ivy Bridge' }).find((f) => f.id === 'platform')!.status, 'fail');
+  assert.equal(
+    staticFindings({ machineType: 'n1-standard-2', minCpuPlatform: 'Intel Skylake' }).find(
+      (f) => f.id === 'platform',
+    )!.status,
+    'ok',
+  );
+  assert.equal(
+    staticFindings({ machineType: 'n2-standard-2' }).find((f) => f.id === 'platform'),
+    undefined,
+  );
+  assert.equal(
+    staticFindings({ machineType: 'n1-standard-2', minCpuPlatform: 'Intel Ivy Bridge' }).find(
+      (f) => f.id === 'platform',
+    )!.status,
+    'fail',
+  );
 });
 
 test('unknown series warns; bare metal is noted; no machine type is skipped', () => {

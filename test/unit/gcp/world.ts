@@ -8,11 +8,27 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startFakeGcp, type FakeGcp, type FakeConfig } from '../../fakes/gcp-server.js';
 
-export const OAUTH = { clientId: 'fake-client.apps.example', clientSecret: 'fake-secret', refreshToken: 'fake-refresh-token' };
+export const OAUTH = {
+  clientId: 'fake-client.apps.example',
+  clientSecret: 'fake-secret',
+  refreshToken: 'fake-refresh-token',
+};
 
 export const ZONES: FakeConfig['zones'] = {
   // Like us-central1-a: every Intel generation, AMD, Arm.
-  'us-central1-a': ['Intel Sandy Bridge', 'Intel Ivy Bridge', 'Intel Haswell', 'Intel Broadwell', 'Intel Skylake', 'Intel Cascade Lake', 'Intel Ice Lake', 'Intel Sapphire Rapids', 'AMD Rome', 'AMD Milan', 'Ampere Altra'],
+  'us-central1-a': [
+    'Intel Sandy Bridge',
+    'Intel Ivy Bridge',
+    'Intel Haswell',
+    'Intel Broadwell',
+    'Intel Skylake',
+    'Intel Cascade Lake',
+    'Intel Ice Lake',
+    'Intel Sapphire Rapids',
+    'AMD Rome',
+    'AMD Milan',
+    'Ampere Altra',
+  ],
   // A zone whose N1 hosts are all pre-Haswell.
   'old-zone1-a': ['Intel Sandy Bridge', 'Intel Ivy Bridge', 'AMD Rome'],
 };
@@ -27,7 +43,12 @@ export interface World {
 /** Starts the fake and writes credentials; env has GOOGLE_APPLICATION_CREDENTIALS and NESTVIRT_GCP_ENDPOINT. */
 export async function world(extra: Partial<FakeConfig> = {}): Promise<World> {
   const fake = await startFakeGcp({
-    projects: { 'proj-ok': 'folders/200', 'proj-denied': 'folders/300', 'proj-ro': 'organizations/100', ...(extra.projects ?? {}) },
+    projects: {
+      'proj-ok': 'folders/200',
+      'proj-denied': 'folders/300',
+      'proj-ro': 'organizations/100',
+      ...(extra.projects ?? {}),
+    },
     folders: { '200': 'organizations/100', '300': 'organizations/100', ...(extra.folders ?? {}) },
     zones: { ...ZONES, ...(extra.zones ?? {}) },
     oauth: OAUTH,
@@ -38,7 +59,13 @@ export async function world(extra: Partial<FakeConfig> = {}): Promise<World> {
   const creds = join(dir, 'adc.json');
   await writeFile(
     creds,
-    JSON.stringify({ type: 'authorized_user', client_id: OAUTH.clientId, client_secret: OAUTH.clientSecret, refresh_token: OAUTH.refreshToken, token_uri: `${fake.url}/token` }),
+    JSON.stringify({
+      type: 'authorized_user',
+      client_id: OAUTH.clientId,
+      client_secret: OAUTH.clientSecret,
+      refresh_token: OAUTH.refreshToken,
+      token_uri: `${fake.url}/token`,
+    }),
   );
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
