@@ -102,9 +102,9 @@ function printCheck(out: Output, r: CheckReport): void {
   );
 }
 
-async function connectFor(ctx: Context, progress: Progress): Promise<Gcp> {
+async function connectFor(ctx: Context, progress: Progress, project?: string): Promise<Gcp> {
   return progress.step('credentials (Application Default Credentials)', async () =>
-    connect(ctx.env),
+    connect(ctx.env, { project }),
   );
 }
 
@@ -139,7 +139,7 @@ const checkCommand: Command = {
     const project = need(args, 'project', 'gcp check');
     const offline = bool(args, 'offline');
     const progress = new Progress(ctx.out, { quiet: bool(args, 'json') });
-    const gcp = offline ? undefined : await connectFor(ctx, progress);
+    const gcp = offline ? undefined : await connectFor(ctx, progress, project);
     const r = await (offline
       ? check(undefined, {
           project,
@@ -282,7 +282,7 @@ const createCommand: Command = {
       );
     const t = timing(args, ctx);
     const progress = new Progress(ctx.out);
-    const gcp = offline ? undefined : await connectFor(ctx, progress);
+    const gcp = offline ? undefined : await connectFor(ctx, progress, o.project);
     const report = await (offline
       ? check(undefined, {
           project: o.project,
@@ -519,7 +519,7 @@ const imageCommand: Command = {
       return 0;
     }
     const progress = new Progress(ctx.out);
-    const gcp = await connectFor(ctx, progress);
+    const gcp = await connectFor(ctx, progress, o.project);
     let source: string | undefined;
     if (!o.sourceDisk) {
       const img = await progress.step(
@@ -610,7 +610,7 @@ function policySetCommand(name: 'allow' | 'deny'): Command {
         return 0;
       }
       const progress = new Progress(ctx.out, { quiet: json });
-      const gcp = await connectFor(ctx, progress);
+      const gcp = await connectFor(ctx, progress, t.kind === 'projects' ? t.id : undefined);
       const s = await progress.step(
         `setting ${t.kind.replace(/s$/, '')} ${t.id} policy to enforce=${enforce}`,
         () => setPolicy(gcp, t, enforce),
@@ -651,7 +651,7 @@ const policyCommand: Command = {
         });
         const json = bool(args, 'json');
         const progress = new Progress(ctx.out, { quiet: json });
-        const gcp = await connectFor(ctx, progress);
+        const gcp = await connectFor(ctx, progress, t.kind === 'projects' ? t.id : undefined);
         const s = await progress.step('reading the org policy', () => getPolicyState(gcp, t));
         if (json) printJson(ctx.out, s);
         else printPolicy(ctx.out, s);

@@ -5,6 +5,9 @@
  * real wire protocol of:
  *  - OAuth2 `POST /token` (grant_type=refresh_token), issuing bearer tokens
  *    that every other route requires;
+ *  - the GCE metadata server's token route
+ *    (`/computeMetadata/v1/instance/service-accounts/default/token`, with the
+ *    `Metadata-Flavor: Google` header both ways), for the third ADC source;
  *  - Compute Engine v1 REST (`/compute/v1/projects/{p}/...`): zones.get,
  *    machineTypes.get, instances.insert/get/getSerialPortOutput,
  *    images.insert/get/getFromFamily, zoneOperations.get/wait,
@@ -277,6 +280,7 @@ export class FakeGcp {
     });
 
     if (method === 'POST' && path === '/token') return this.token(res, body ?? {});
+    if (path.startsWith('/computeMetadata/v1/')) return this.metadata(res, req, path);
 
     const auth = req.headers.authorization ?? '';
     const tok = /^Bearer (.+)$/.exec(auth)?.[1];
@@ -341,6 +345,36 @@ export class FakeGcp {
       scope: 'https://www.googleapis.com/auth/cloud-platform',
       token_type: 'Bearer',
     });
+  }
+
+  // ---- GCE metadata server ---------------------------------------------------
+
+  private metadata(res: ServerResponse, req: IncomingMessage, path: string): void {
+    const reply = (status: number, body: string, type = 'application/text') => {
+      res.writeHead(status, { 'metadata-flavor': 'Google', 'content-type': type });
+      res.end(body);
+    };
+    if (req.headers['metadata-flavor'] !== 'Google')
+      return reply(403, 'Missing Metadata-Flavor:Google header.');
+    const rest = path.slice('/computeMetadata/v1/'.length);
+    if (rest === 'instance/service-accounts/default/token') {
+      const t = `ya29.fake-md-${this.id()}`;
+      this.tokens.add(t);
+      return reply(
+        200,
+        JSON.stringify({ access_token: t, expires_in: 3599, token_type: 'Bearer' }),
+        'application/json',
+      );
+    }
+    if (rest === 'instance' || rest === 'instance/')
+      return reply(200, 'attributes/\nservice-accounts/\n');
+    if (rest === 'project/project-id')
+      return reply(
+        200,
+        Object.keys(this.config.projects).find((p) => p !== 'debian-cloud') ?? 'fake',
+      );
+    if (rest === 'universe/universe-domain') return reply(200, 'googleapis.com');
+    return reply(404, 'Not Found');
   }
 
   // ---- Compute Engine v1 -----------------------------------------------------

@@ -11,9 +11,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { GoogleAuth } from 'google-auth-library';
-import { compute, type compute_v1 } from '@googleapis/compute';
-import { OrgPolicyClient } from '@google-cloud/org-policy';
+// Types only: the libraries themselves are loaded in connect(), so that other
+// nestvirt commands do not pay for loading them (seconds on a slow machine).
+import type { compute_v1 } from '@googleapis/compute';
+import type { OrgPolicyClient } from '@google-cloud/org-policy';
 import { NotPossibleError, UsageError } from '../../errors.js';
 
 export const SCOPES = ['https://www.googleapis.com/auth/cloud-platform'];
@@ -77,7 +78,10 @@ export function endpointOverride(env: NodeJS.ProcessEnv): URL | undefined {
  * server is consulted only when no file exists and METADATA_SERVER_DETECTION
  * is not `none` (the variable Google's libraries honour).
  */
-export async function connect(env: NodeJS.ProcessEnv): Promise<Gcp> {
+export async function connect(
+  env: NodeJS.ProcessEnv,
+  opts: { project?: string | undefined } = {},
+): Promise<Gcp> {
   const ep = endpointOverride(env);
   const found = findCredentialsFile(env);
   const clientOptions = ep
@@ -97,8 +101,17 @@ export async function connect(env: NodeJS.ProcessEnv): Promise<Gcp> {
   } else if (env.METADATA_SERVER_DETECTION === 'none') {
     throw new NotPossibleError('gcp.no-credentials', NO_CREDENTIALS);
   }
+  // A known project spares google-auth-library its project-id discovery
+  // (which runs `gcloud config config-helper` and asks the metadata server).
+  const projectId = opts.project ? { projectId: opts.project } : {};
+  const [{ GoogleAuth }, { compute }, { OrgPolicyClient }] = await Promise.all([
+    import('google-auth-library'),
+    import('@googleapis/compute'),
+    import('@google-cloud/org-policy'),
+  ]);
   const auth = new GoogleAuth({
     scopes: SCOPES,
+    ...projectId,
     ...(found ? { keyFilename: found.file } : {}),
     clientOptions,
   });
@@ -119,6 +132,7 @@ export async function connect(env: NodeJS.ProcessEnv): Promise<Gcp> {
   const orgPolicy = new OrgPolicyClient({
     fallback: true,
     scopes: SCOPES,
+    ...projectId,
     ...(found ? { keyFilename: found.file } : {}),
     clientOptions,
     ...(ep

@@ -125,3 +125,37 @@ test('every API request carried a bearer token the fake issued', () => {
   assert.ok(api.length > 0);
   for (const r of api) assert.match(r.authorization ?? '', /^Bearer ya29\.fake-/, r.path);
 });
+
+test('no file: ADC falls back to the metadata server (here the fake, via GCE_METADATA_HOST)', async () => {
+  // google-auth-library reads these from the process environment.
+  const saved = { host: process.env.GCE_METADATA_HOST, det: process.env.METADATA_SERVER_DETECTION };
+  process.env.GCE_METADATA_HOST = new URL(w.fake.url).host;
+  process.env.METADATA_SERVER_DETECTION = 'assume-present';
+  try {
+    const r = await runCli(
+      ['gcp', 'check', '--project', 'proj-ok', '--zone', 'us-central1-a', '--json'],
+      {
+        env: {
+          ...w.env,
+          GOOGLE_APPLICATION_CREDENTIALS: '',
+          METADATA_SERVER_DETECTION: 'assume-present',
+          GCE_METADATA_HOST: process.env.GCE_METADATA_HOST,
+        },
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const md = w.fake.requests.filter(
+      (q) => q.path === '/computeMetadata/v1/instance/service-accounts/default/token',
+    );
+    assert.ok(md.length >= 1, 'a token came from the metadata route');
+    const last = w.fake.calls('GET', /\/zones\/us-central1-a$/).at(-1)!;
+    assert.match(last.authorization ?? '', /^Bearer ya29\.fake-md-/);
+  } finally {
+    for (const [k, v] of [
+      ['GCE_METADATA_HOST', saved.host],
+      ['METADATA_SERVER_DETECTION', saved.det],
+    ] as const)
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+  }
+});
