@@ -623,7 +623,11 @@ function policySetCommand(name: 'allow' | 'deny'): Command {
       if (!enforce && !s.nestedAllowed) {
         eprintln(
           ctx.out,
-          'note: a parent still enforces the constraint and overrides this resource only if it forbids overrides',
+          `nestvirt: the effective policy on ${t.kind}/${t.id} still enforces the constraint; policy changes can take minutes to propagate`,
+        );
+        eprintln(
+          ctx.out,
+          `  fix: check again in a few minutes: nestvirt gcp policy get --${t.kind === 'projects' ? 'project' : t.kind === 'folders' ? 'folder' : 'organization'} ${t.id}`,
         );
         return 1;
       }
