@@ -181,14 +181,23 @@ function createOptions(args: ParsedArgs): CreateOptions {
     legacyLicense: bool(args, 'legacy-license'),
     network: str(args, 'network') ?? 'default',
     subnet: str(args, 'subnet'),
-    diskSizeGb: diskSize === undefined ? 20 : Number(diskSize),
+    diskSizeGb: diskSize === undefined ? 20 : /^\d+$/.test(diskSize) ? Number(diskSize) : NaN,
   };
-  if (o.image && (str(args, 'image-family') || (str(args, 'image-project') && !o.image)))
+  if (Number.isNaN(o.diskSizeGb))
+    throw new UsageError(
+      'gcp.bad-disk-size',
+      `--disk-size must be a whole number of GB, got ${JSON.stringify(diskSize)}`,
+      'e.g. --disk-size 20',
+    );
+  if (o.image && str(args, 'image-family'))
     throw new UsageError(
       'usage.conflict',
       'gcp create: --image and --image-family are alternatives',
-      'give one of them',
+      'give one of them (--image-project goes with either)',
     );
+  // --image NAME --image-project P names an image in another project.
+  if (o.image && !o.image.includes('/') && str(args, 'image-project'))
+    o.image = `projects/${str(args, 'image-project')}/global/images/${o.image}`;
   validateCreate(o);
   return o;
 }

@@ -89,6 +89,33 @@ test('--dry-run --offline needs no credentials; --legacy-license drops the flag 
   );
   assert.doesNotMatch(j.gcloud, /--enable-nested-virtualization/);
   assert.match(j.gcloud, /--image=debian-12-vmx --image-project=proj-ok/);
+  // --image with --image-project: an image in another project.
+  const other = await runCli(
+    [
+      'gcp',
+      'create',
+      'dry',
+      ...base,
+      '--machine-type',
+      'n2-standard-2',
+      '--image',
+      'img',
+      '--image-project',
+      'img-proj',
+      '--dry-run',
+      '--offline',
+      '--json',
+    ],
+    {
+      env: { HOME: w.dir, METADATA_SERVER_DETECTION: 'none' },
+    },
+  );
+  assert.equal(other.code, 0, other.stderr);
+  assert.equal(
+    JSON.parse(other.stdout).request.disks[0].initializeParams.sourceImage,
+    'projects/img-proj/global/images/img',
+  );
+  assert.match(JSON.parse(other.stdout).gcloud, /--image=img --image-project=img-proj/);
   // N1 without a minimum platform is a warning, not a failure.
   assert.equal(j.preflight.verdict.problems[0].id, 'platform');
 });
@@ -280,6 +307,14 @@ test('bad input is a usage error (exit 2) before any call', async () => {
     ],
     [['ok'], /--machine-type is required/],
     [['ok', '--machine-type', 'n2-standard-4', '--offline'], /--offline only goes with --dry-run/],
+    [
+      ['ok', '--machine-type', 'n2-standard-4', '--image', 'i', '--image-family', 'f'],
+      /--image and --image-family are alternatives/,
+    ],
+    [
+      ['ok', '--machine-type', 'n2-standard-4', '--disk-size', 'big'],
+      /--disk-size must be a whole number of GB/,
+    ],
   ] as [string[], RegExp][]) {
     const r = await create(args[0]!, ...args.slice(1));
     assert.equal(r.code, 2, args.join(' '));
