@@ -66,6 +66,20 @@ test('online, all good: policy, zone platforms, machine type read through the AP
     ['series:ok', 'policy:ok', 'zone:ok', 'machine-type:ok'],
   );
   assert.equal(j.verdict.nestedVirtualization, true);
+  // The documented, stable schema (docs/gcp.md "JSON").
+  assert.deepEqual(Object.keys(j), [
+    'project',
+    'zone',
+    'machineType',
+    'minCpuPlatform',
+    'offline',
+    'findings',
+    'policy',
+    'zoneCpuPlatforms',
+    'machine',
+    'verdict',
+  ]);
+  assert.deepEqual(Object.keys(j.verdict), ['nestedVirtualization', 'problems']);
   // The calls are the real REST paths, each with a bearer token from the token endpoint.
   for (const p of [
     /^\/v2\/projects\/proj-ok\/policies\/compute\.disableNestedVirtualization:getEffectivePolicy$/,

@@ -141,6 +141,24 @@ test('create: insert, zone operation PENDING → RUNNING → DONE via wait, seri
     cause: null,
     fix: null,
   });
+  assert.deepEqual(Object.keys(j), [
+    'preflight',
+    'request',
+    'gcloud',
+    'instance',
+    'operation',
+    'verify',
+  ]);
+  assert.deepEqual(Object.keys(j.instance), [
+    'name',
+    'selfLink',
+    'status',
+    'cpuPlatform',
+    'internalIp',
+    'externalIp',
+    'aliasIpRanges',
+    'canIpForward',
+  ]);
   assert.equal(j.instance.status, 'RUNNING');
   assert.equal(j.instance.cpuPlatform, 'Intel Cascade Lake');
   assert.deepEqual(j.instance.aliasIpRanges, ['10.128.4.0/30']);
