@@ -539,7 +539,7 @@ const imageCommand: Command = {
     }
     const body = imageBody(o, source);
     const r = await progress.step(`creating image ${o.name}`, (u) =>
-      createImage(gcp, o, body, u, timing(args, ctx).operationTimeoutMs),
+      createImage(gcp, o, body, u, timing(args, ctx).operationTimeoutMs, timing(args, ctx).pollMs),
     );
     if (json)
       printJson(ctx.out, { dryRun: false, request: body, gcloud: gcloudImageCommand(o), image: r });

@@ -168,6 +168,14 @@ export class FakeGcp {
   readonly operations = new Map<string, Op>();
   /** Make the next instances.insert operation finish with this error (e.g. QUOTA_EXCEEDED). */
   failNextInsert: Op['failWith'] | undefined;
+  /** Operations stay RUNNING while true (a stuck operation; `wait` keeps returning it). */
+  stallOperations = false;
+  /**
+   * getEffectivePolicy answers from a snapshot this many reads old after a
+   * change (Google documents that policy changes take time to propagate).
+   */
+  policyLagReads = 0;
+  private effectiveLag = new Map<string, { enforced: boolean; reads: number }>();
   private readonly tokens = new Set<string>();
   private readonly injected: Injected[] = [];
   private server: Server | undefined;
@@ -534,7 +542,7 @@ export class FakeGcp {
       op.status = 'RUNNING';
       op.progress = 50;
       op.startTime = new Date().toISOString();
-    } else if (op.status === 'RUNNING') {
+    } else if (op.status === 'RUNNING' && !this.stallOperations) {
       op.status = 'DONE';
       op.progress = 100;
       op.endTime = new Date().toISOString();
@@ -927,11 +935,15 @@ export class FakeGcp {
         `Constraint constraints/${constraint} is not supported by this fake.`,
       );
     const name = constraint ? `${resource}/policies/${constraint}` : undefined;
-    if (method === 'GET' && verb === 'getEffectivePolicy')
-      return send(res, 200, {
-        name,
-        spec: { rules: [{ enforce: this.effectiveEnforced(resource) }] },
-      });
+    if (method === 'GET' && verb === 'getEffectivePolicy') {
+      const lag = this.effectiveLag.get(resource);
+      let enforced = this.effectiveEnforced(resource);
+      if (lag && lag.reads > 0) {
+        lag.reads--;
+        enforced = lag.enforced;
+      }
+      return send(res, 200, { name, spec: { rules: [{ enforce: enforced }] } });
+    }
     if (method === 'GET' && name && !verb) {
       const p = this.policies.get(name);
       if (!p) return gerr(res, 404, 'NOT_FOUND', `Requested entity was not found.`);
@@ -961,6 +973,13 @@ export class FakeGcp {
   }
 
   private store(body: any): Record<string, any> {
+    if (this.policyLagReads > 0) {
+      const resource = String(body.name).split('/policies/')[0]!;
+      this.effectiveLag.set(resource, {
+        enforced: this.effectiveEnforced(resource),
+        reads: this.policyLagReads,
+      });
+    }
     const rules = (body.spec?.rules ?? []).map((r: any) => ({ enforce: r.enforce === true }));
     const etag = `W/"${this.id()}"`;
     const p = { name: body.name, spec: { etag, updateTime: new Date().toISOString(), rules } };

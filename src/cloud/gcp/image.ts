@@ -125,6 +125,7 @@ export async function createImage(
   body: compute_v1.Schema$Image,
   update: (d: string) => void,
   timeoutMs: number,
+  pollMs = 1000,
 ): Promise<ImageResult> {
   const ctx: ErrorContext = {
     what: `image ${o.name}`,
@@ -141,7 +142,7 @@ export async function createImage(
   } catch (e) {
     throw googleError(e, ctx);
   }
-  const done = await waitOperation(gcp, op, { project: o.project }, ctx, update, timeoutMs);
+  const done = await waitOperation(gcp, op, { project: o.project }, ctx, update, timeoutMs, pollMs);
   let img: compute_v1.Schema$Image;
   try {
     img = (await gcp.compute.images.get({ project: o.project, image: o.name })).data;

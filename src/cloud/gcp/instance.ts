@@ -251,19 +251,24 @@ export async function waitOperation(
   ctx: ErrorContext,
   update: (detail: string) => void,
   timeoutMs: number,
+  pollMs = 1000,
 ): Promise<compute_v1.Schema$Operation> {
   const deadline = Date.now() + timeoutMs;
   let cur = op;
+  let lastCall = 0;
   while (cur.status !== 'DONE') {
     if (Date.now() > deadline)
       throw new NotPossibleError(
         'gcp.operation-timeout',
-        `${ctx.what}: operation ${cur.name} still ${cur.status} after ${Math.round(timeoutMs / 1000)}s`,
+        `${ctx.what}: operation ${cur.name} still ${cur.status} after ${timeoutMs / 1000}s`,
         `follow it with: gcloud compute operations describe ${cur.name}${where.zone ? ` --zone ${where.zone}` : ' --global'} --project ${where.project}`,
       );
     update(
       `${cur.status?.toLowerCase() ?? 'pending'}${cur.progress ? ` ${cur.progress}%` : ''} (${cur.name})`,
     );
+    // `wait` is best effort and may return at once; never spin on it.
+    if (Date.now() - lastCall < 1000) await sleep(pollMs);
+    lastCall = Date.now();
     try {
       cur = where.zone
         ? (
@@ -377,6 +382,7 @@ export async function insertInstance(
     ctx,
     update,
     timing.operationTimeoutMs,
+    timing.pollMs,
   );
   return done.name ?? null;
 }

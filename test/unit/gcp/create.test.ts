@@ -368,3 +368,22 @@ test('verify timeout: no report on the serial port → one line pointing at get-
     /fix: read the output: gcloud compute instances get-serial-port-output l1-slow --zone us-central1-a --project proj-ok/,
   );
 });
+
+test('an operation that never finishes: --timeout ends the wait with one line and the describe command', async () => {
+  w.fake.stallOperations = true;
+  try {
+    const r = await create('l1-stuck', '--machine-type', 'n2-standard-4', '--timeout', '0.2');
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /nestvirt: instance l1-stuck: operation operation-\S+ still RUNNING after 0.2s/,
+    );
+    assert.match(
+      r.stderr,
+      /fix: follow it with: gcloud compute operations describe operation-\S+ --zone us-central1-a --project proj-ok/,
+    );
+    assert.ok(w.fake.calls('POST', /\/operations\/[^/]+\/wait$/).length >= 2);
+  } finally {
+    w.fake.stallOperations = false;
+  }
+});

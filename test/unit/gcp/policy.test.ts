@@ -5,7 +5,10 @@ import { runCli } from '../../helpers/cli.js';
 import { world, type World } from './world.js';
 
 let w: World;
-before(async () => (w = await world({ projects: { 'proj-flip': 'folders/300' } })));
+before(
+  async () =>
+    (w = await world({ projects: { 'proj-flip': 'folders/300', 'proj-lag': 'folders/300' } })),
+);
 after(async () => w.close());
 
 const policy = (...args: string[]) => runCli(['gcp', 'policy', ...args], { env: w.env });
@@ -113,4 +116,24 @@ test('target must be exactly one of --project/--folder/--organization; ids numer
   const bad = await policy('deny', '--folder', 'eng');
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--folder must be a numeric id, got "eng"/);
+});
+
+test('allow while the change has not propagated yet: exit 1 with "check again", then get shows it allowed', async () => {
+  w.fake.policyLagReads = 1;
+  try {
+    const r = await policy('allow', '--project', 'proj-lag');
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /the effective policy on projects\/proj-lag still enforces the constraint; policy changes can take minutes to propagate/,
+    );
+    assert.match(
+      r.stderr,
+      /fix: check again in a few minutes: nestvirt gcp policy get --project proj-lag/,
+    );
+  } finally {
+    w.fake.policyLagReads = 0;
+  }
+  const g = await policy('get', '--project', 'proj-lag', '--json');
+  assert.equal(JSON.parse(g.stdout).nestedAllowed, true);
 });
