@@ -6,4 +6,7 @@ import type { Command } from './command.js';
 import { versionCommand } from './version.js';
 import { gcpCommand } from './gcp.js';
 
-export const commands: Command[] = [versionCommand, gcpCommand];
+export const commands: Command[] = [
+  versionCommand,
+  gcpCommand,
+];
