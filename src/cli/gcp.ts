@@ -416,7 +416,7 @@ const createCommand: Command = {
           result,
           new NotPossibleError(
             'gcp.nesting-not-active',
-            `instance ${o.name} booted WITHOUT nested virtualization (${v.line}); likely cause: ${why!.cause}. The instance is still running.`,
+            `${v.vmx > 0 ? `instance ${o.name} has vmx but cannot run VMs yet` : `instance ${o.name} booted WITHOUT nested virtualization`} (${v.line}); likely cause: ${why!.cause}. The instance is still running.`,
             `${why!.fix}; delete the instance first: gcloud compute instances delete ${o.name} --zone ${o.zone} --project ${o.project}`,
           ),
         );

@@ -170,6 +170,8 @@ export class FakeGcp {
   failNextInsert: Op['failWith'] | undefined;
   /** Operations stay RUNNING while true (a stuck operation; `wait` keeps returning it). */
   stallOperations = false;
+  /** The next instances' guest kernel has no kvm_intel (vmx present, no /dev/kvm). */
+  guestWithoutKvm = false;
   /**
    * getEffectivePolicy answers from a snapshot this many reads old after a
    * change (Google documents that policy changes take time to propagate).
@@ -653,7 +655,7 @@ export class FakeGcp {
         `[    1.204512] systemd[1]: Started google-guest-agent.service - Google Compute Engine Guest Agent.\r\n${body.name} google_metadata_script_runner[612]: Starting startup scripts (version 20261015.00).\r\n`,
         ...(reports
           ? [
-              `nestvirt-verify: vmx=${vmx} kvm=${nested ? 'yes' : 'no'} nested=${nested ? 'Y' : '-'}\r\n${body.name} google_metadata_script_runner[612]: Finished running startup scripts.\r\n`,
+              `nestvirt-verify: vmx=${vmx} kvm=${nested && !this.guestWithoutKvm ? 'yes' : 'no'} nested=${nested && !this.guestWithoutKvm ? 'Y' : '-'}\r\n${body.name} google_metadata_script_runner[612]: Finished running startup scripts.\r\n`,
             ]
           : []),
       ],

@@ -387,3 +387,24 @@ test('an operation that never finishes: --timeout ends the wait with one line an
     w.fake.stallOperations = false;
   }
 });
+
+test('vmx present but no /dev/kvm in the guest: fails naming kvm_intel, with the ssh command that loads it', async () => {
+  w.fake.guestWithoutKvm = true;
+  try {
+    const r = await create('l1-nokvm', '--machine-type', 'n2-standard-2', '--json');
+    assert.equal(r.code, 1);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.verify.vmx, 2);
+    assert.equal(j.verify.kvm, false);
+    assert.match(
+      j.verify.cause,
+      /vmx but \/dev\/kvm is missing: the kvm_intel module is not loaded/,
+    );
+    assert.equal(
+      j.verify.fix,
+      'gcloud compute ssh l1-nokvm --zone us-central1-a -- sudo modprobe kvm_intel',
+    );
+  } finally {
+    w.fake.guestWithoutKvm = false;
+  }
+});
