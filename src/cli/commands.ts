@@ -18,6 +18,7 @@ import { logsCommand } from './logs.js';
 import { execCommand } from './exec.js';
 import { imageCommand } from './image.js';
 import { demoCommand } from './demo.js';
+import { gcpCommand } from './gcp.js';
 
 export const commands: Command[] = [
   versionCommand,
@@ -34,5 +35,6 @@ export const commands: Command[] = [
   consoleCommand,
   logsCommand,
   execCommand,
+  gcpCommand,
   demoCommand,
 ];
