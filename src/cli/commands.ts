@@ -4,7 +4,11 @@
  */
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
+import { enableCommand } from './enable.js';
+import { disableCommand } from './disable.js';
 
 export const commands: Command[] = [
   versionCommand,
+  enableCommand,
+  disableCommand,
 ];
