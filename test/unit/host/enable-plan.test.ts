@@ -6,7 +6,11 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readNestingFacts, parseCpuinfo, parseNested } from '../../../src/host/nesting/facts.js';
 import { planDisable, planEnable, type NestingEffects } from '../../../src/host/nesting/plan.js';
-import { confContent, findNestedOptions, NESTVIRT_CONF } from '../../../src/host/nesting/modprobe-d.js';
+import {
+  confContent,
+  findNestedOptions,
+  NESTVIRT_CONF,
+} from '../../../src/host/nesting/modprobe-d.js';
 import { qemuName } from '../../../src/host/nesting/users.js';
 import { planScript, planText } from '../../../src/host/plan.js';
 import { cleanupTrees, makeTree, type TreeSpec } from './enable-tree.js';
@@ -27,7 +31,8 @@ async function plan(spec: TreeSpec, persist = false) {
   return { f, p: planEnable(f, { current, others }, { persist }, fx(root)) };
 }
 
-const shells = (p: { plan: { steps: { shell: string[] }[] } }) => p.plan.steps.flatMap((s) => s.shell);
+const shells = (p: { plan: { steps: { shell: string[] }[] } }) =>
+  p.plan.steps.flatMap((s) => s.shell);
 
 test('parseNested reads bool and int parameters', () => {
   assert.equal(parseNested('Y\n'), true);
@@ -71,7 +76,10 @@ test('module per CPU: kvm_amd, kvm_intel, s390x kvm, POWER kvm_hv', async () => 
 });
 
 test('loaded with nested=0: check users, unload, load with nested=1, verify', async () => {
-  const { f, p } = await plan({ cpu: 'amd', loaded: { kvm: { nested: '' }, kvm_amd: { nested: '0' } } });
+  const { f, p } = await plan({
+    cpu: 'amd',
+    loaded: { kvm: { nested: '' }, kvm_amd: { nested: '0' } },
+  });
   assert.equal(f.moduleState, 'loaded');
   assert.equal(f.nested, false);
   assert.deepEqual(
@@ -86,17 +94,26 @@ test('loaded with nested=0: check users, unload, load with nested=1, verify', as
   assert.deepEqual(shells(p).slice(1, 3), ['modprobe -r kvm_amd', 'modprobe kvm_amd nested=1']);
   assert.equal(p.before, false);
   assert.equal(p.after, true);
-  assert.match(planText(p.plan), /^enable KVM nesting for kvm_amd \(until reboot\):\n  1\. check that no VM uses kvm_amd\n/);
+  assert.match(
+    planText(p.plan),
+    /^enable KVM nesting for kvm_amd \(until reboot\):\n  1\. check that no VM uses kvm_amd\n/,
+  );
   const script = planScript(p.plan);
   assert.match(script, /^#!\/bin\/sh\n/);
-  assert.match(script, /\nmodprobe -r kvm_amd\n\n# load kvm_amd with nested=1\nmodprobe kvm_amd nested=1\n/);
+  assert.match(
+    script,
+    /\nmodprobe -r kvm_amd\n\n# load kvm_amd with nested=1\nmodprobe kvm_amd nested=1\n/,
+  );
 });
 
-test('Intel with --persist writes nestvirt\'s own modprobe.d file first', async () => {
+test("Intel with --persist writes nestvirt's own modprobe.d file first", async () => {
   const { p } = await plan({ cpu: 'intel', loaded: { kvm_intel: { nested: 'N' } } }, true);
   assert.equal(p.plan.steps[0]!.title, `write ${NESTVIRT_CONF} (options kvm_intel nested=1)`);
   assert.equal(p.plan.steps[0]!.shell[0], 'mkdir -p /etc/modprobe.d');
-  assert.match(p.plan.steps[0]!.shell[1]!, /^printf '%s\\n' '# Written by nestvirt .*' 'options kvm_intel nested=1' > \/etc\/modprobe.d\/nestvirt-nested.conf$/);
+  assert.match(
+    p.plan.steps[0]!.shell[1]!,
+    /^printf '%s\\n' '# Written by nestvirt .*' 'options kvm_intel nested=1' > \/etc\/modprobe.d\/nestvirt-nested.conf$/,
+  );
   assert.match(confContent('kvm_intel', 1), /^# Written by nestvirt/);
 });
 
@@ -105,9 +122,16 @@ test('already on: nothing to do; with --persist only the file', async () => {
   assert.equal(on.p.plan.steps.length, 0);
   assert.match(planText(on.p.plan), /nothing to do/);
   const persist = await plan({ cpu: 'amd', loaded: { kvm_amd: { nested: '1' } } }, true);
-  assert.deepEqual(persist.p.plan.steps.map((s) => s.title), [`write ${NESTVIRT_CONF} (options kvm_amd nested=1)`]);
+  assert.deepEqual(
+    persist.p.plan.steps.map((s) => s.title),
+    [`write ${NESTVIRT_CONF} (options kvm_amd nested=1)`],
+  );
   const done = await plan(
-    { cpu: 'amd', loaded: { kvm_amd: { nested: '1' } }, files: { [NESTVIRT_CONF.slice(1)]: confContent('kvm_amd', 1) } },
+    {
+      cpu: 'amd',
+      loaded: { kvm_amd: { nested: '1' } },
+      files: { [NESTVIRT_CONF.slice(1)]: confContent('kvm_amd', 1) },
+    },
     true,
   );
   assert.equal(done.p.plan.steps.length, 0);
@@ -127,17 +151,26 @@ test('built-in module: runtime impossible, the fix is the kernel command line', 
 test('built-in from modules.builtin when not in sysfs', async () => {
   const { f } = await plan({
     cpu: 'intel',
-    files: { 'lib/modules/6.1.0-fake/modules.builtin': 'kernel/arch/x86/kvm/kvm.ko\nkernel/arch/x86/kvm/kvm-intel.ko\n' },
+    files: {
+      'lib/modules/6.1.0-fake/modules.builtin':
+        'kernel/arch/x86/kvm/kvm.ko\nkernel/arch/x86/kvm/kvm-intel.ko\n',
+    },
   });
   assert.equal(f.moduleState, 'builtin');
 });
 
 test('a VM without svm (this machine: PVM): nothing to enable, the fix is at the layer below', async () => {
-  const { f, p } = await plan({ cpu: 'amd-vm-nosvm', builtin: { kvm: { nested: '' }, kvm_pvm: { nested: '' } } });
+  const { f, p } = await plan({
+    cpu: 'amd-vm-nosvm',
+    builtin: { kvm: { nested: '' }, kvm_pvm: { nested: '' } },
+  });
   assert.equal(f.isVm, true);
   assert.equal(f.hypervisor, 'PVM');
   assert.equal(p.problem?.id, 'nesting.no-extension');
-  assert.match(p.problem!.message, /^nothing to enable here: this machine is a VM \(PVM\) and its CPU shows no AMD-V \(svm\); KVM here comes from kvm_pvm/);
+  assert.match(
+    p.problem!.message,
+    /^nothing to enable here: this machine is a VM \(PVM\) and its CPU shows no AMD-V \(svm\); KVM here comes from kvm_pvm/,
+  );
   assert.match(p.problem!.fix, /layer below/);
 });
 
@@ -147,7 +180,7 @@ test('aarch64: nesting is a kernel mode, not a module parameter', async () => {
   assert.match(p.problem!.fix, /kvm-arm\.mode=nested/);
 });
 
-test('the user\'s conflicting modprobe.d options are noted, never touched', async () => {
+test("the user's conflicting modprobe.d options are noted, never touched", async () => {
   const { p } = await plan(
     {
       cpu: 'amd',
@@ -162,15 +195,25 @@ test('the user\'s conflicting modprobe.d options are noted, never touched', asyn
     true,
   );
   const notes = p.plan.notes.join('\n');
-  assert.match(notes, /\/etc\/modprobe\.d\/kvm\.conf:2 has `options kvm_amd nested=0 avic=1` \(the user's, left alone\); nestvirt's file is read after it and wins/);
+  assert.match(
+    notes,
+    /\/etc\/modprobe\.d\/kvm\.conf:2 has `options kvm_amd nested=0 avic=1` \(the user's, left alone\); nestvirt's file is read after it and wins/,
+  );
   assert.doesNotMatch(notes, /zz-vendor/);
   assert.doesNotMatch(notes, /other\.conf/);
   assert.ok(p.plan.steps.every((s) => s.shell.every((l) => !l.includes('kvm.conf'))));
   const later = await plan(
-    { cpu: 'amd', loaded: { kvm_amd: { nested: '0' } }, files: { 'run/modprobe.d/zz.conf': 'options kvm_amd nested=0\n' } },
+    {
+      cpu: 'amd',
+      loaded: { kvm_amd: { nested: '0' } },
+      files: { 'run/modprobe.d/zz.conf': 'options kvm_amd nested=0\n' },
+    },
     true,
   );
-  assert.match(later.p.plan.notes.join('\n'), /\/run\/modprobe\.d\/zz\.conf:1 .* it is read after nestvirt's file and wins at the next load/);
+  assert.match(
+    later.p.plan.notes.join('\n'),
+    /\/run\/modprobe\.d\/zz\.conf:1 .* it is read after nestvirt's file and wins at the next load/,
+  );
 });
 
 test('--module plans for a tree that says nothing about it (guarded unload)', async () => {
@@ -186,14 +229,25 @@ test('--module plans for a tree that says nothing about it (guarded unload)', as
   assert.match(p.plan.notes.join('\n'), /planned for kvm_amd as asked/);
 });
 
-test('disable: with a record, back to the recorded value and remove only nestvirt\'s file', async () => {
+test("disable: with a record, back to the recorded value and remove only nestvirt's file", async () => {
   const root = await makeTree({ cpu: 'intel', loaded: { kvm_intel: { nested: 'Y' } } });
   const f = await readNestingFacts(root);
   const record = [
-    { kind: 'nesting.file', path: NESTVIRT_CONF, previous: null, content: confContent('kvm_intel', 1) },
+    {
+      kind: 'nesting.file',
+      path: NESTVIRT_CONF,
+      previous: null,
+      content: confContent('kvm_intel', 1),
+    },
     { kind: 'nesting.param', module: 'kvm_intel', before: 'N', after: '1' },
   ];
-  const p = planDisable(f, { current: confContent('kvm_intel', 1), others: [] }, record, { persist: false }, fx(root));
+  const p = planDisable(
+    f,
+    { current: confContent('kvm_intel', 1), others: [] },
+    record,
+    { persist: false },
+    fx(root),
+  );
   assert.deepEqual(
     p.plan.steps.map((s) => s.title),
     [
@@ -208,14 +262,33 @@ test('disable: with a record, back to the recorded value and remove only nestvir
   const keep = planDisable(
     f,
     { current: confContent('kvm_intel', 1), others: [] },
-    [{ kind: 'nesting.file', path: NESTVIRT_CONF, previous: 'options kvm_intel nested=1\n', content: confContent('kvm_intel', 1) }],
+    [
+      {
+        kind: 'nesting.file',
+        path: NESTVIRT_CONF,
+        previous: 'options kvm_intel nested=1\n',
+        content: confContent('kvm_intel', 1),
+      },
+    ],
     { persist: false },
     fx(root),
   );
-  assert.deepEqual(keep.plan.steps.map((s) => s.title), [`restore ${NESTVIRT_CONF} as it was before nestvirt`]);
-  assert.equal(keep.plan.steps[0]!.shell[1], `printf '%s\\n' 'options kvm_intel nested=1' > ${NESTVIRT_CONF}`);
+  assert.deepEqual(
+    keep.plan.steps.map((s) => s.title),
+    [`restore ${NESTVIRT_CONF} as it was before nestvirt`],
+  );
+  assert.equal(
+    keep.plan.steps[0]!.shell[1],
+    `printf '%s\\n' 'options kvm_intel nested=1' > ${NESTVIRT_CONF}`,
+  );
   // The file was edited since: left alone.
-  const edited = planDisable(f, { current: 'options kvm_intel nested=1 # mine\n', others: [] }, record.slice(0, 1), { persist: false }, fx(root));
+  const edited = planDisable(
+    f,
+    { current: 'options kvm_intel nested=1 # mine\n', others: [] },
+    record.slice(0, 1),
+    { persist: false },
+    fx(root),
+  );
   assert.equal(edited.plan.steps.length, 0);
   assert.match(edited.plan.notes.join('\n'), /changed since nestvirt wrote it; left alone/);
 });
@@ -223,12 +296,30 @@ test('disable: with a record, back to the recorded value and remove only nestvir
 test('disable: without a record, nested off if on; --persist writes nested=0', async () => {
   const root = await makeTree({ cpu: 'amd', loaded: { kvm_amd: { nested: '1' } } });
   const f = await readNestingFacts(root);
-  const p = planDisable(f, { current: undefined, others: [] }, undefined, { persist: true }, fx(root));
+  const p = planDisable(
+    f,
+    { current: undefined, others: [] },
+    undefined,
+    { persist: true },
+    fx(root),
+  );
   assert.match(p.plan.notes[0]!, /no record of `nestvirt enable` found/);
-  assert.deepEqual(shells(p).filter((l) => l.startsWith('modprobe')), ['modprobe -r kvm_amd', 'modprobe kvm_amd nested=0']);
-  assert.match(p.plan.steps[0]!.shell[1]!, /'options kvm_amd nested=0' > \/etc\/modprobe.d\/nestvirt-nested.conf$/);
+  assert.deepEqual(
+    shells(p).filter((l) => l.startsWith('modprobe')),
+    ['modprobe -r kvm_amd', 'modprobe kvm_amd nested=0'],
+  );
+  assert.match(
+    p.plan.steps[0]!.shell[1]!,
+    /'options kvm_amd nested=0' > \/etc\/modprobe.d\/nestvirt-nested.conf$/,
+  );
   const off = await makeTree({ cpu: 'amd', loaded: { kvm_amd: { nested: '0' } } });
-  const q = planDisable(await readNestingFacts(off), { current: undefined, others: [] }, undefined, { persist: false }, fx(off));
+  const q = planDisable(
+    await readNestingFacts(off),
+    { current: undefined, others: [] },
+    undefined,
+    { persist: false },
+    fx(off),
+  );
   assert.equal(q.plan.steps.length, 0);
 });
 

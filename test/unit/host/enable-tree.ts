@@ -13,11 +13,16 @@ export const FAKE_BIN = join(PROJECT_ROOT, 'test', 'fixtures', 'bin');
 
 const CPUINFO = {
   amd: 'processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht syscall nx mmxext lm svm npt nrip_save\n',
-  intel: 'processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel name\t: Intel(R) Xeon(R) Gold 6230\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov vmx ept vpid unrestricted_guest\n',
-  'amd-vm-nosvm': 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu vme de pse tsc msr pae hypervisor lm\n',
-  s390x: 'vendor_id       : IBM/S390\n# processors    : 2\nfeatures\t: esan3 zarch stfle msa ldisp eimm dfp edat etf3eh highgprs te vx sie\nprocessor 0: version = FF,  identification = 0133E8,  machine = 3906\n',
-  power9: 'processor\t: 0\ncpu\t\t: POWER9, altivec supported\nclock\t\t: 3800.000000MHz\nrevision\t: 2.2 (pvr 004e 1202)\n\ntimebase\t: 512000000\nplatform\t: PowerNV\nmodel\t\t: 9006-22P\n',
-  aarch64: 'processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\nCPU implementer\t: 0x41\nCPU architecture: 8\n',
+  intel:
+    'processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel name\t: Intel(R) Xeon(R) Gold 6230\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov vmx ept vpid unrestricted_guest\n',
+  'amd-vm-nosvm':
+    'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu vme de pse tsc msr pae hypervisor lm\n',
+  s390x:
+    'vendor_id       : IBM/S390\n# processors    : 2\nfeatures\t: esan3 zarch stfle msa ldisp eimm dfp edat etf3eh highgprs te vx sie\nprocessor 0: version = FF,  identification = 0133E8,  machine = 3906\n',
+  power9:
+    'processor\t: 0\ncpu\t\t: POWER9, altivec supported\nclock\t\t: 3800.000000MHz\nrevision\t: 2.2 (pvr 004e 1202)\n\ntimebase\t: 512000000\nplatform\t: PowerNV\nmodel\t\t: 9006-22P\n',
+  aarch64:
+    'processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\nCPU implementer\t: 0x41\nCPU architecture: 8\n',
 } as const;
 
 export interface TreeSpec {
@@ -71,13 +76,18 @@ export async function makeTree(spec: TreeSpec): Promise<string> {
     await put(root, `proc/${pid}/comm`, p.comm + '\n');
     await put(root, `proc/${pid}/cmdline`, p.cmdline.join('\0') + '\0');
     await mkdir(join(root, `proc/${pid}/fd`), { recursive: true });
-    for (const [fd, target] of Object.entries(p.fds)) await symlink(target, join(root, `proc/${pid}/fd/${fd}`));
+    for (const [fd, target] of Object.entries(p.fds))
+      await symlink(target, join(root, `proc/${pid}/fd/${fd}`));
   }
   return root;
 }
 
 /** The env for runCli: nestvirt and the fake modprobe both see `root`. */
-export function treeEnv(root: string, home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+export function treeEnv(
+  root: string,
+  home: string,
+  extra: NodeJS.ProcessEnv = {},
+): NodeJS.ProcessEnv {
   return {
     PATH: `${FAKE_BIN}:${process.env.PATH ?? '/usr/bin:/bin'}`,
     NESTVIRT_HOST_ROOT: root,
