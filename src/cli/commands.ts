@@ -4,11 +4,13 @@
  */
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
+import { doctorCommand } from './doctor.js';
 import { enableCommand } from './enable.js';
 import { disableCommand } from './disable.js';
 
 export const commands: Command[] = [
   versionCommand,
+  doctorCommand,
   enableCommand,
   disableCommand,
 ];
