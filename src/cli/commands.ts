@@ -7,10 +7,12 @@ import { versionCommand } from './version.js';
 import { doctorCommand } from './doctor.js';
 import { enableCommand } from './enable.js';
 import { disableCommand } from './disable.js';
+import { imageCommand } from './image.js';
 
 export const commands: Command[] = [
   versionCommand,
   doctorCommand,
   enableCommand,
   disableCommand,
+  imageCommand,
 ];
