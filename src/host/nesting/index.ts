@@ -11,7 +11,13 @@ import { applyPlan, type Plan } from '../plan.js';
 import { Dirs } from '../../state/paths.js';
 import { withLock } from '../../state/lock.js';
 import { readEntry, recordChanges, removeEntry } from '../../state/ledger.js';
-import { readNestingFacts, readRootFile, type NestingFacts, type NestingModule } from './facts.js';
+import {
+  NESTING_MODULES,
+  readNestingFacts,
+  readRootFile,
+  type NestingFacts,
+  type NestingModule,
+} from './facts.js';
 import { findNestedOptions, NESTVIRT_CONF } from './modprobe-d.js';
 import {
   planDisable,
@@ -23,7 +29,7 @@ import {
 
 export { NESTVIRT_CONF };
 export const LEDGER_OWNER = 'nesting';
-export const MODULES: readonly NestingModule[] = ['kvm_intel', 'kvm_amd', 'kvm_hv', 'kvm'];
+export const MODULES = NESTING_MODULES;
 
 export type NestingAction = 'enable' | 'disable';
 
@@ -87,7 +93,11 @@ export function hostEffects(opts: NestingOptions): NestingEffects {
 
 /** Reads the facts and plans the action; nothing is changed. */
 export async function prepare(action: NestingAction, opts: NestingOptions): Promise<Prepared> {
-  const facts = await readNestingFacts(opts.root, opts.module ? { module: opts.module } : {});
+  const facts = await readNestingFacts(opts.root, {
+    run: opts.run,
+    env: opts.env,
+    ...(opts.module ? { module: opts.module } : {}),
+  });
   const fx = hostEffects(opts);
   const entry = action === 'disable' ? await readEntry(opts.stateRoot, LEDGER_OWNER) : undefined;
   const module =
@@ -138,7 +148,9 @@ export async function apply(
       if (changes.length) await recordChanges(opts.stateRoot, LEDGER_OWNER, changes);
     } else if (p.record) await removeEntry(opts.stateRoot, LEDGER_OWNER);
     const m = p.planned.module;
-    const after = m ? await readNestingFacts(opts.root, { module: m }) : p.facts;
+    const after = m
+      ? await readNestingFacts(opts.root, { module: m, run: opts.run, env: opts.env })
+      : p.facts;
     return {
       ...p.report,
       dryRun: false,

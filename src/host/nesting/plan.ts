@@ -79,45 +79,35 @@ export interface ConfState {
 
 const paramPath = (m: string): string => `/sys/module/${m}/parameters/nested`;
 
-/** Why enable cannot work on a machine without a nesting-capable module. */
+/**
+ * Why enable/disable cannot work here: no module with `nested` (aarch64), or
+ * doctor's blocking problem (no VT-x/AMD-V/SIE, a PVM guest, disabled by the
+ * firmware), with doctor's fix at the right layer. Null when a plan is possible.
+ */
 export function noModuleProblem(
   f: NestingFacts,
   verb: 'enable' | 'disable',
 ): NestingProblem | null {
-  if (f.arch === 'aarch64')
+  if (f.arch === 'aarch64' && !f.moduleForced)
     return {
       id: 'nesting.arm64',
-      message: `nothing to ${verb} here: on aarch64, KVM nesting is not a module parameter but the kernel mode kvm-arm.mode=nested (ARMv8.4+ with FEAT_NV2)`,
-      fix: 'add kvm-arm.mode=nested to the kernel command line and reboot (Linux 6.16 or later)',
+      message: `nothing to ${verb} here: on aarch64, KVM nesting is not a module parameter but the kernel mode kvm-arm.mode=nested (CPUs with FEAT_NV2)`,
+      fix: 'add kvm-arm.mode=nested to the kernel command line and reboot (a kernel with arm64 nested virtualization support)',
     };
-  if (f.module && (f.extension || f.moduleState !== 'not-loaded' || f.nestedRaw !== null))
-    return null;
-  const ext =
-    f.arch === 'x86_64'
-      ? f.vendor === 'intel'
-        ? 'VT-x (vmx)'
-        : f.vendor === 'amd'
-          ? 'AMD-V (svm)'
-          : 'vmx/svm'
-      : f.arch === 's390x'
-        ? 'SIE'
-        : f.arch === 'ppc64le'
-          ? 'hypervisor mode (PowerNV)'
-          : 'virtualization extensions';
-  const other = f.otherKvmModules.length
-    ? `; KVM here comes from ${f.otherKvmModules.join(', ')}, which has no nesting to turn on`
-    : '';
-  if (f.isVm)
+  if (f.module && f.moduleForced) return null;
+  if (f.blocker && !(f.module && f.moduleState === 'loaded'))
     return {
-      id: 'nesting.no-extension',
-      message: `nothing to ${verb} here: this machine is a VM${f.hypervisor ? ` (${f.hypervisor})` : ''} and its CPU shows no ${ext}${other}`,
-      fix: "turn nesting on at the layer below (the host of this VM: its KVM module's nested=1 and a CPU model that passes vmx/svm through, e.g. libvirt host-passthrough; on a cloud, a machine type with nested virtualization); `nestvirt doctor` there says how",
+      id: 'nesting.no-kvm',
+      message: `nothing to ${verb} here: ${f.blocker.message}`,
+      fix: f.blocker.fix,
     };
-  return {
-    id: 'nesting.no-extension',
-    message: `nothing to ${verb} here: the CPU shows no ${ext}${other}`,
-    fix: 'turn virtualization on in the firmware (BIOS/UEFI: Intel VT-x or AMD SVM), then run `nestvirt doctor`',
-  };
+  if (!f.module)
+    return {
+      id: 'nesting.no-kvm',
+      message: `nothing to ${verb} here: no KVM module with a nested parameter fits this ${f.vendor} ${f.arch} CPU`,
+      fix: 'run `nestvirt doctor` for what this machine can do',
+    };
+  return null;
 }
 
 function builtinProblem(m: string, want: 0 | 1): NestingProblem {

@@ -207,22 +207,20 @@ test('not root: one line naming the command to re-run, exit 2; --dry-run works w
 });
 
 test('no KVM extension (a PVM guest like this machine): exit 1 with the explanation; --dry-run and --json too', async () => {
-  const h = await setup({
-    cpu: 'amd-vm-nosvm',
-    builtin: { kvm: { nested: '' }, kvm_pvm: { nested: '' } },
-  });
+  const h = await setup({ base: 'pvm-firecracker' });
   const r = await h.cli(['enable']);
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /^nestvirt: nothing to enable here: this machine is a VM \(PVM\) and its CPU shows no AMD-V \(svm\).*\n  fix: turn nesting on at the layer below/,
+    /^nestvirt: nothing to enable here: this machine is itself a PVM guest: .*\n  fix: none from inside this VM: a PVM host \(kvm_pvm\) does not pass VT-x\/AMD-V to its guests/,
   );
+  assert.equal(r.stderr.split('\n').length, 3);
   const dry = await h.cli(['enable', '--dry-run']);
   assert.equal(dry.code, 1);
   assert.match(dry.stdout, /nothing to do\n  note: nothing to enable here/);
   const j = await h.cli(['enable', '--json']);
   assert.equal(j.code, 1);
-  assert.equal(JSON.parse(j.stdout).problem.id, 'nesting.no-extension');
+  assert.equal(JSON.parse(j.stdout).problem.id, 'nesting.no-kvm');
 });
 
 test('bad input: unknown flag, --root without --dry-run, bad --module, missing --root dir: exit 2, one line', async () => {

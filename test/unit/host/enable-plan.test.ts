@@ -4,7 +4,12 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readNestingFacts, parseCpuinfo, parseNested } from '../../../src/host/nesting/facts.js';
+import {
+  readNestingFacts as readFacts,
+  parseNested,
+  type NestingModule,
+} from '../../../src/host/nesting/facts.js';
+import { run } from '../../../src/util/exec.js';
 import { planDisable, planEnable, type NestingEffects } from '../../../src/host/nesting/plan.js';
 import {
   confContent,
@@ -13,9 +18,14 @@ import {
 } from '../../../src/host/nesting/modprobe-d.js';
 import { qemuName } from '../../../src/host/nesting/users.js';
 import { planScript, planText } from '../../../src/host/plan.js';
-import { cleanupTrees, makeTree, type TreeSpec } from './enable-tree.js';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cleanupTrees, FIXTURES, makeTree, type TreeSpec } from './enable-tree.js';
 
 after(cleanupTrees);
+
+const readNestingFacts = (root: string, o: { module?: NestingModule } = {}) =>
+  readFacts(root, { run, ...o });
 
 const fx = (root: string): NestingEffects => ({
   root,
@@ -72,7 +82,6 @@ test('module per CPU: kvm_amd, kvm_intel, s390x kvm, POWER kvm_hv', async () => 
     assert.equal(p.problem, null);
     assert.deepEqual(shells(p)[0], `modprobe ${m} nested=1`, cpu);
   }
-  assert.equal(parseCpuinfo('vendor_id\t: HygonGenuine\nflags\t: svm\n').vendor, 'amd');
 });
 
 test('loaded with nested=0: check users, unload, load with nested=1, verify', async () => {
@@ -160,18 +169,13 @@ test('built-in from modules.builtin when not in sysfs', async () => {
 });
 
 test('a VM without svm (this machine: PVM): nothing to enable, the fix is at the layer below', async () => {
-  const { f, p } = await plan({
-    cpu: 'amd-vm-nosvm',
-    builtin: { kvm: { nested: '' }, kvm_pvm: { nested: '' } },
-  });
+  const { f, p } = await plan({ base: 'pvm-firecracker' });
   assert.equal(f.isVm, true);
-  assert.equal(f.hypervisor, 'PVM');
-  assert.equal(p.problem?.id, 'nesting.no-extension');
-  assert.match(
-    p.problem!.message,
-    /^nothing to enable here: this machine is a VM \(PVM\) and its CPU shows no AMD-V \(svm\); KVM here comes from kvm_pvm/,
-  );
-  assert.match(p.problem!.fix, /layer below/);
+  assert.equal(f.hypervisor, 'pvm');
+  assert.equal(f.module, 'kvm_amd');
+  assert.equal(p.problem?.id, 'nesting.no-kvm');
+  assert.match(p.problem!.message, /^nothing to enable here: this machine is itself a PVM guest/);
+  assert.match(p.problem!.fix, /PVM host \(kvm_pvm\) does not pass VT-x\/AMD-V/);
 });
 
 test('aarch64: nesting is a kernel mode, not a module parameter', async () => {
@@ -327,4 +331,57 @@ test('qemuName reads -name in both forms', () => {
   assert.equal(qemuName(['qemu-system-x86_64', '-name', 'web']), 'web');
   assert.equal(qemuName(['qemu', '-name', 'guest=db,debug-threads=on']), 'db');
   assert.equal(qemuName(['qemu', '-m', '512']), null);
+});
+
+// Every doctor fixture (real captures from TCG guests and this machine, and
+// trees written from vendor documentation): what `enable` plans there.
+const FIXTURE_PLANS: Record<string, { module: string | null; problem?: string; reload?: boolean }> =
+  {
+    'aws-c5-metal': { module: 'kvm_intel' },
+    'aws-m5-large': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
+    'azure-dv2-no-nesting': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
+    'azure-dv3-nested': { module: 'kvm_intel' },
+    'gce-e2-no-nesting': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
+    'gce-n2-nested': { module: 'kvm_intel' },
+    'intel-i7-baremetal-nested': { module: 'kvm_intel' },
+    'intel-i7-baremetal-nested-off': { module: 'kvm_intel', reload: true },
+    'power9-powernv': { module: 'kvm_hv' },
+    'power9-pseries-guest': { module: 'kvm_hv', problem: 'nesting.no-kvm' },
+    'pvm-firecracker': { module: 'kvm_amd', problem: 'nesting.no-kvm' },
+    'pvm-host-devkvm': { module: 'kvm_amd', problem: 'nesting.no-kvm' },
+    's390x-kvm-guest': { module: 'kvm', problem: 'nesting.no-kvm' },
+    's390x-lpar': { module: 'kvm', reload: true },
+    'tcg-cascadelake-server': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
+    'tcg-max-kvm_amd-nested0': { module: 'kvm_amd', reload: true },
+    'tcg-max-kvm_amd-nested1': { module: 'kvm_amd' },
+    'tcg-max-nestvirt-chain': { module: 'kvm_amd' },
+    'tcg-max-no-module': { module: 'kvm_amd' },
+    'tcg-qemu64-nosvm': { module: 'kvm_amd', problem: 'nesting.no-kvm' },
+    'tcg-skylake-server': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
+  };
+
+test('enable plans on every doctor fixture', async () => {
+  const names = (await readdir(FIXTURES, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name);
+  assert.deepEqual(
+    names.sort(),
+    Object.keys(FIXTURE_PLANS).sort(),
+    'a fixture without an expected plan',
+  );
+  const got: Record<string, unknown> = {};
+  for (const name of names) {
+    const root = join(FIXTURES, name);
+    const f = await readNestingFacts(root);
+    const p = planEnable(f, { current: undefined, others: [] }, { persist: false }, fx(root));
+    const reload = shells(p).some((l) => l === `modprobe -r ${f.module}`);
+    got[name] = {
+      module: p.module,
+      ...(p.problem ? { problem: p.problem.id } : {}),
+      ...(reload ? { reload } : {}),
+    };
+    if (!p.problem && f.nested === true)
+      assert.equal(p.plan.steps.length, 0, `${name}: already on`);
+  }
+  assert.deepEqual(got, FIXTURE_PLANS);
 });

@@ -4,7 +4,7 @@
  * points both nestvirt (NESTVIRT_HOST_ROOT) and the FAKE modprobe in
  * test/fixtures/bin (NESTVIRT_FAKE_ROOT) at it.
  */
-import { mkdir, mkdtemp, rm, writeFile, symlink } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PROJECT_ROOT } from '../../../src/version.js';
@@ -25,8 +25,13 @@ const CPUINFO = {
     'processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\nCPU implementer\t: 0x41\nCPU architecture: 8\n',
 } as const;
 
+/** doctor's fixture trees (test/fixtures/host/NAME, each with a SOURCE note). */
+export const FIXTURES = join(PROJECT_ROOT, 'test', 'fixtures', 'host');
+
 export interface TreeSpec {
-  cpu: keyof typeof CPUINFO;
+  /** Start from a copy of this doctor fixture (then cpu is not written). */
+  base?: string;
+  cpu?: keyof typeof CPUINFO;
   /** Loaded modules with their nested value (raw) and refcnt. */
   loaded?: Record<string, { nested: string; refcnt?: number }>;
   /** Built-in modules (in sys/module, not in proc/modules). */
@@ -59,16 +64,20 @@ export async function tempDir(prefix = 'nestvirt-enable-'): Promise<string> {
 /** Builds a temp tree; returns its path. */
 export async function makeTree(spec: TreeSpec): Promise<string> {
   const root = await tempDir('nestvirt-enable-tree-');
-  await put(root, 'proc/cpuinfo', CPUINFO[spec.cpu]);
-  await put(root, 'proc/cmdline', 'BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet\n');
-  await put(root, 'proc/sys/kernel/osrelease', '6.1.0-fake\n');
+  if (spec.base) await cp(join(FIXTURES, spec.base), root, { recursive: true });
+  if (spec.cpu) {
+    await put(root, 'proc/cpuinfo', CPUINFO[spec.cpu]);
+    await put(root, 'proc/cmdline', 'BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet\n');
+    await put(root, 'proc/sys/kernel/osrelease', '6.1.0-fake\n');
+  }
   const lines: string[] = [];
   for (const [m, v] of Object.entries(spec.loaded ?? {})) {
     lines.push(`${m} 163840 ${v.refcnt ?? 0} - Live 0x0000000000000000`);
     await put(root, `sys/module/${m}/parameters/nested`, v.nested + '\n');
     await put(root, `sys/module/${m}/refcnt`, `${v.refcnt ?? 0}\n`);
   }
-  await put(root, 'proc/modules', lines.map((l) => l + '\n').join(''));
+  if (!spec.base || lines.length)
+    await put(root, 'proc/modules', lines.map((l) => l + '\n').join(''));
   for (const [m, v] of Object.entries(spec.builtin ?? {}))
     await put(root, `sys/module/${m}/parameters/nested`, v.nested + '\n');
   for (const [p, c] of Object.entries(spec.files ?? {})) await put(root, p, c);
