@@ -8,8 +8,11 @@ import { eprintln, paint, printJson, println, Progress } from './output.js';
 import { ExitCode, UsageError } from '../errors.js';
 import { planScript, planText, type Plan } from '../host/plan.js';
 import { stateRoot } from '../state/paths.js';
+import { removeEntry } from '../state/ledger.js';
 import {
   apply,
+  LEDGER_OWNER,
+  NESTVIRT_CONF,
   MODULES,
   prepare,
   type NestingAction,
@@ -115,15 +118,21 @@ export async function runNesting(
     return fail(ctx, problem.message, problem.fix);
   }
   if (plan.steps.length === 0) {
+    // A record whose changes are all undone already (by hand): clear it.
+    if (action === 'disable' && p.record)
+      await removeEntry(opts.stateRoot, LEDGER_OWNER).catch(() => undefined);
     if (json) printJson(ctx.out, p.report);
     else {
       const state = p.report.module
         ? `${p.report.module} nested=${p.facts.nestedRaw ?? 'unset'}`
         : '';
-      println(
-        ctx.out,
-        `${action === 'enable' ? 'nesting is already on' : 'nesting is already off'}${state ? ` (${state})` : ''}; nothing to do`,
-      );
+      const what =
+        action === 'enable'
+          ? 'nesting is already on'
+          : p.record
+            ? 'what `nestvirt enable` changed is already undone'
+            : 'nesting is already off';
+      println(ctx.out, `${what}${state ? ` (${state})` : ''}; nothing to do`);
       for (const n of plan.notes) println(ctx.out, `  ${paint(ctx.out, 'yellow', 'note:')} ${n}`);
     }
     return ExitCode.OK;
@@ -147,10 +156,15 @@ export async function runNesting(
   if (json) printJson(ctx.out, report);
   else {
     const m = report.module ?? '';
-    println(
-      ctx.out,
-      `${paint(ctx.out, 'green', action === 'enable' ? 'nesting is on' : 'nesting is off')}: ${m} nested=${report.after === null ? 'unknown' : report.after ? 'on' : 'off'}${persist || report.steps.some((s) => s.title.includes('modprobe.d')) ? '' : ' (until reboot)'}`,
-    );
+    const value = report.after === null ? 'unknown' : report.after ? 'on' : 'off';
+    const wroteFile = report.steps.some((s) => s.title.includes(NESTVIRT_CONF));
+    const head =
+      action === 'enable'
+        ? `${paint(ctx.out, 'green', 'nesting is on')}: ${m} nested=${value}${persist ? ` (now and at every boot: ${NESTVIRT_CONF})` : ' (until reboot)'}`
+        : report.record
+          ? `${paint(ctx.out, 'green', 'undid `nestvirt enable`')}: ${m} nested=${value}${wroteFile ? `; ${NESTVIRT_CONF} is as it was before` : ''}`
+          : `${paint(ctx.out, 'green', 'nesting is off')}: ${m} nested=${value}${persist ? ` (now and at every boot: ${NESTVIRT_CONF})` : ' (until reboot)'}`;
+    println(ctx.out, head);
     for (const n of plan.notes) println(ctx.out, `  ${paint(ctx.out, 'yellow', 'note:')} ${n}`);
     if (action === 'enable') println(ctx.out, `  undo with \`nestvirt disable\``);
   }

@@ -19,6 +19,7 @@ import {
   type NestingModule,
 } from './facts.js';
 import { findNestedOptions, NESTVIRT_CONF } from './modprobe-d.js';
+import { describeUsers, findKvmUsers, stopHint, type KvmUser } from './users.js';
 import {
   planDisable,
   planEnable,
@@ -49,6 +50,8 @@ export interface NestingReport {
   changed: boolean;
   /** disable: a record of `nestvirt enable` was found and undone. */
   record: boolean;
+  /** Processes holding KVM open now (only looked for when the plan reloads the module). */
+  users: KvmUser[];
   problem: NestingProblem | null;
 }
 
@@ -111,6 +114,16 @@ export async function prepare(action: NestingAction, opts: NestingOptions): Prom
     action === 'enable'
       ? planEnable(facts, conf, { persist: opts.persist }, fx)
       : planDisable(facts, conf, entry?.changes, { persist: opts.persist }, fx);
+  // Who uses the module now, so --dry-run can say the plan would stop.
+  let users: KvmUser[] = [];
+  const check = planned.plan.steps.find((s) => s.title.startsWith('check that no VM uses'));
+  if (check && planned.module) {
+    users = await findKvmUsers(opts.root, opts.stateRoot);
+    if (users.length || facts.refcnt > 0)
+      planned.plan.notes.unshift(
+        `${describeUsers(planned.module, users, facts.refcnt, facts.holders)}: the plan stops at "${check.title}" until they are stopped (${stopHint(users).replace(/^stop them first \((.*)\) and retry$/, '$1')})`,
+      );
+  }
   return {
     facts,
     planned,
@@ -126,6 +139,7 @@ export async function prepare(action: NestingAction, opts: NestingOptions): Prom
       notes: planned.plan.notes,
       changed: false,
       record: entry !== undefined,
+      users,
       problem: planned.problem,
     },
   };

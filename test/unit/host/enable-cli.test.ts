@@ -186,6 +186,15 @@ test('enable while VMs use the module: one line naming them, exit 1, nothing cha
   const dry = await h.cli(['enable', '--dry-run']);
   assert.equal(dry.code, 0);
   assert.match(dry.stdout, /1\. check that no VM uses kvm_amd/);
+  assert.match(
+    dry.stdout,
+    /note: kvm_amd is in use by 2 VMs: web \(pid 123, qemu-system-x86\), pid 456 \(firecracker\): the plan stops at "check that no VM uses kvm_amd" until they are stopped \(nestvirt stop web, shut down pid 456\)/,
+  );
+  const j = JSON.parse((await h.cli(['enable', '--dry-run', '--json'])).stdout);
+  assert.deepEqual(j.users, [
+    { pid: 123, comm: 'qemu-system-x86', name: 'web', nestvirt: true },
+    { pid: 456, comm: 'firecracker', name: null, nestvirt: false },
+  ]);
 });
 
 test('not root: one line naming the command to re-run, exit 2; --dry-run works without root', async () => {
