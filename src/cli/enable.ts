@@ -123,9 +123,10 @@ export async function runNesting(
       await removeEntry(opts.stateRoot, LEDGER_OWNER).catch(() => undefined);
     if (json) printJson(ctx.out, p.report);
     else {
-      const state = p.report.module
-        ? `${p.report.module} nested=${p.facts.nestedRaw ?? 'unset'}`
-        : '';
+      const state =
+        p.report.module && p.facts.nestedRaw !== null
+          ? `${p.report.module} nested=${p.facts.nestedRaw}`
+          : '';
       const what =
         action === 'enable'
           ? 'nesting is already on'

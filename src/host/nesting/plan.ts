@@ -99,7 +99,7 @@ export function noModuleProblem(
     return {
       id: 'nesting.no-kvm',
       message: `nothing to ${verb} here: ${f.blocker.message}`,
-      fix: f.blocker.fix,
+      fix: f.blocker.fix.replace('(see fallback)', '(`nestvirt doctor` shows how)'),
     };
   if (!f.module)
     return {
@@ -360,11 +360,13 @@ export function planDisable(
   const files = (record ?? []).filter((c): c is FileChange => c.kind === 'nesting.file');
   // With a record, the module is the one enable reloaded.
   const m = (params[0]?.module ?? f.module) as NestingModule | null;
-  if (!record) plan.notes.push('no record of `nestvirt enable` found: turning nesting off');
+  if (!record)
+    plan.notes.push('no record of `nestvirt enable` found: turning nesting off if it is on');
   if (!m || (!record && noModuleProblem(f, 'disable'))) {
+    // No KVM to nest here: nesting cannot be on, which is what disable wants.
     const problem = noModuleProblem(f, 'disable')!;
-    plan.notes.push(problem.message, `fix: ${problem.fix}`);
-    return { ...base, problem };
+    plan.notes.push(problem.message);
+    return { ...base, after: false, problem: null };
   }
   // Runtime: back to the recorded value, or off.
   let target: 0 | 1 | null = null;
