@@ -288,3 +288,32 @@ test('--script prints a POSIX script; --root plans for a captured tree', async (
   assert.deepEqual(await h.calls(), []);
   assert.deepEqual(await readdir(h.home), []);
 });
+
+test('a garbage --root tree: one line, exit 2', async () => {
+  const h = await setup(AMD0);
+  const empty = await tempDir('nestvirt-enable-empty-');
+  const r = await h.cli(['enable', '--dry-run', '--root', empty]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^nestvirt: cannot read .*\/proc\/cpuinfo: not a captured tree/);
+  await writeFile(join(empty, 'garbage'), 'x');
+  await mkdir(join(empty, 'proc'));
+  await writeFile(join(empty, 'proc', 'cpuinfo'), '\x00\x01 not cpuinfo\n');
+  const g = await h.cli(['enable', '--script', '--root', empty]);
+  assert.equal(g.code, 2);
+  assert.match(g.stderr, /has no recognisable CPU description/);
+  assert.equal(g.stdout, '');
+});
+
+test('another enable/disable holding the nesting lock: exit 4, nothing changed', async () => {
+  const h = await setup(AMD0);
+  await mkdir(join(h.home, 'locks'), { recursive: true });
+  // This test process is alive, so the lock is not stale.
+  await writeFile(
+    join(h.home, 'locks', 'nesting.lock'),
+    JSON.stringify({ pid: process.pid, cmd: 'enable' }),
+  );
+  const r = await h.cli(['enable']);
+  assert.equal(r.code, 4);
+  assert.match(r.stderr, /^nestvirt: KVM nesting is busy: pid \d+ \(nestvirt enable\)\n/);
+  assert.deepEqual(await h.calls(), []);
+});
