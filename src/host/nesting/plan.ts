@@ -425,11 +425,10 @@ export function planDisable(
   } else if (target !== null && f.nested === null && f.moduleState === 'not-loaded') {
     plan.notes.push(`${m} is not loaded: nothing to reload`);
   }
-  if (f.module)
+  // The user's options that would turn nesting back on at the next load.
+  if (target === 0)
     plan.notes.push(
-      ...conflictNotes({ ...f, module: m }, conf, 0, opts.persist || files.length > 0).filter(
-        () => target === 0,
-      ),
+      ...conflictNotes({ ...f, module: m }, conf, 0, opts.persist || files.length > 0),
     );
   return { ...base, module: m, after, problem: null };
 }
