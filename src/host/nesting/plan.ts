@@ -151,6 +151,7 @@ function unloadStep(
   fx: NestingEffects,
   ifLoaded = false,
 ): Step {
+  let unloaded = false;
   return {
     title: ifLoaded ? `unload ${m} if it is loaded` : `unload ${m}`,
     shell: ifLoaded
@@ -162,8 +163,10 @@ function unloadStep(
         if (!parseProcModules(mods).has(m)) return;
       }
       await fx.modprobe(['-r', m]);
+      unloaded = true;
     },
     async revert() {
+      if (!unloaded) return;
       const prev = parseNested(beforeRaw);
       await fx.modprobe(prev === null ? [m] : [m, `nested=${prev ? 1 : 0}`]);
     },
