@@ -323,7 +323,10 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
         arch: cpu.arch,
         env,
         pvm: primary?.name === 'kvm_pvm',
-        ...(opts.guestTimeoutMs ? { guestTimeoutMs: opts.guestTimeoutMs } : {}),
+        // NESTVIRT_PROBE_TIMEOUT_MS: for slow machines (a KVM guest nested in a TCG guest).
+        ...(opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
+          ? { guestTimeoutMs: opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) }
+          : {}),
       });
     } else
       kvmProbe = {
@@ -335,7 +338,14 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
         guestSees: null,
       };
     opts.onStep?.('probing QEMU TCG (-cpu max)');
-    tcgProbe = await probeTcg({ run: opts.run, arch: cpu.arch, env });
+    tcgProbe = await probeTcg({
+      run: opts.run,
+      arch: cpu.arch,
+      env,
+      ...(Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
+        ? { timeoutMs: Math.max(15_000, Number(env.NESTVIRT_PROBE_TIMEOUT_MS)) }
+        : {}),
+    });
   }
 
   return {

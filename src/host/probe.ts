@@ -146,7 +146,7 @@ export async function probeKvm(o: ProbeOptions): Promise<ProbeResult> {
     [bin, '-accel', 'kvm', '-M', 'none', '-nodefaults', '-display', 'none', '-monitor', 'stdio'],
     {
       input: 'info kvm\nquit\n',
-      timeoutMs: 10_000,
+      timeoutMs: Math.max(10_000, o.guestTimeoutMs ?? 0),
       check: false,
       env: o.env,
     },
@@ -156,7 +156,7 @@ export async function probeKvm(o: ProbeOptions): Promise<ProbeResult> {
       ran: true,
       ok: false,
       detail: init.timedOut
-        ? 'QEMU did not finish initialising KVM within 10 s'
+        ? 'QEMU did not finish initialising KVM in time'
         : `QEMU cannot use KVM: ${lastLine(init)}`,
       ms: ms(),
       stage: 'init',

@@ -42,7 +42,7 @@ export function renderDoctor(r: DoctorReport, o: Output): string {
     m.virtual === null
       ? 'unknown'
       : m.virtual
-        ? `a VM under ${m.hypervisor ?? 'an unknown hypervisor'}${m.cloud ? ` in ${m.cloud}` : ''}`
+        ? `a VM under ${m.hypervisor && m.hypervisor !== 'unknown' ? m.hypervisor : 'an unknown hypervisor'}${m.cloud ? ` in ${m.cloud}` : ''}`
         : `bare metal${m.cloud ? ` in ${m.cloud}` : ''}`,
   );
   if (m.product) row('product', m.product);

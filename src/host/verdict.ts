@@ -51,8 +51,6 @@ export interface Verdict {
   notes: Note[];
 }
 
-const EXT_NAME: Record<string, string> = { vmx: 'Intel VT-x (vmx)', svm: 'AMD-V (svm)' };
-
 /** The vendor module this CPU would use (even when not loaded). */
 export function expectedModule(f: HostFacts): string | null {
   switch (f.cpu.arch) {
@@ -197,14 +195,18 @@ export function diagnose(f: HostFacts): Verdict {
 
   // 1. Can accelerated VMs run here at all?
   let blocked = false;
-  if (f.kvm.pvmNotBinding && !f.kvm.device) {
+  // Without readable kernel messages, kvm_pvm loaded but no /dev/kvm is the same case, inferred.
+  const pvmGuestInferred =
+    !f.kvm.pvmNotBinding && mod === 'kvm_pvm' && !f.kvm.device && f.kernel.messagesSource === null;
+  if ((f.kvm.pvmNotBinding || pvmGuestInferred) && !f.kvm.device) {
     blocked = true;
     add({
       id: 'kvm.pvm-guest',
       severity: 'error',
       affects: 'vms',
-      message:
-        'this machine is itself a PVM guest: kvm_pvm is present but does not bind ("this kernel is itself a kvm-pvm guest; not binding"), the CPU offers no VT-x/AMD-V, and there is no /dev/kvm',
+      message: pvmGuestInferred
+        ? 'kvm_pvm is loaded but provides no /dev/kvm, and the CPU offers no VT-x/AMD-V: this kernel is most likely itself a PVM guest (kernel messages unreadable; as root doctor can confirm)'
+        : 'this machine is itself a PVM guest: kvm_pvm is present but does not bind ("this kernel is itself a kvm-pvm guest; not binding"), the CPU offers no VT-x/AMD-V, and there is no /dev/kvm',
       fix: layerBelowFix({ ...f, machine: { ...f.machine, cloud: null, hypervisor: 'pvm' } }),
     });
   } else if (mod === 'kvm_pvm' && f.kvm.device) {
@@ -382,6 +384,12 @@ export function diagnose(f: HostFacts): Verdict {
   }
 
   const notes = limits(f, acceleratedNestedVMs || (fallback?.nestedInGuest ?? false));
+  if (f.source.live && f.kernel.messagesSource === null)
+    notes.push({
+      id: 'doctor.kmsg-unreadable',
+      text: 'kernel messages were not readable (dmesg restricted): the hypervisor below may be misnamed; run doctor as root for a sharper answer',
+      source: 'kernel.dmesg_restrict',
+    });
   if (acceleratedVMs && !acceleratedNestedVMs && arch === 'x86_64')
     notes.push({
       id: 'nesting.tcg-inside',
@@ -396,5 +404,3 @@ export function diagnose(f: HostFacts): Verdict {
       : `accelerated VMs: no${fallback ? `; use QEMU TCG instead${fallback.nestedInGuest ? ' (its guests can run KVM)' : ''}` : ''}`;
   return { acceleratedVMs, acceleratedNestedVMs, summary, problems, fallback, notes };
 }
-
-export { EXT_NAME };
