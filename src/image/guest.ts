@@ -55,6 +55,7 @@ done
 for m in ${mods}; do modprobe -q "$m" 2>/dev/null; done
 if [ -n "$root" ] && [ ! -e /${ROOTFS_MARKER} ]; then
   # Stage 1 (initramfs): mount the root disk and run this script again there.
+  modprobe -q crc32c_generic # ext4's soft dependency (busybox modprobe ignores softdeps)
   modprobe -q ext4
   dev=
   for i in $(seq 1 100); do

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
  * Bump when the build recipe changes in a way that changes the result; it is
  * part of every built-in image's inputs hash, so a bump rebuilds them.
  */
-export const RECIPE_VERSION = 3;
+export const RECIPE_VERSION = 6;
 
 /** Names of the built-in images. */
 export const BUILTINS = ['tiny', 'hypervisor'] as const;
@@ -42,6 +42,7 @@ export const HOST_PACKAGES: Record<BuiltinName, string[]> = {
 /** Modules loaded by /init at boot (when present); the rest load on demand (`modprobe`). */
 export const BOOT_MODULES = [
   'virtio_pci',
+  'virtio_mmio',
   'virtio_console',
   'virtio_blk',
   'virtio_net',
@@ -66,6 +67,7 @@ export const IMAGE_MODULES: Record<BuiltinName, string[]> = {
     'vhost_net',
     'vhost_vsock',
     'ext4',
+    'crc32c_generic',
   ],
   hypervisor: [
     ...BOOT_MODULES,
@@ -80,6 +82,7 @@ export const IMAGE_MODULES: Record<BuiltinName, string[]> = {
     'vhost_net',
     'vhost_vsock',
     'ext4',
+    'crc32c_generic',
     'overlay',
     'nf_tables',
     'nft_chain_nat',
