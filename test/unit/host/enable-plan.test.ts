@@ -385,3 +385,18 @@ test('enable plans on every doctor fixture', async () => {
   }
   assert.deepEqual(got, FIXTURE_PLANS);
 });
+
+test('kvm_amd.nested=0 on the kernel command line is noted', async () => {
+  const root = await makeTree({
+    cpu: 'amd',
+    loaded: { kvm_amd: { nested: '0' } },
+    files: { 'proc/cmdline': 'BOOT_IMAGE=/vmlinuz ro kvm-amd.nested=0 quiet\n' },
+  });
+  const f = await readNestingFacts(root);
+  assert.equal(f.cmdlineNested, '0');
+  const p = planEnable(f, { current: undefined, others: [] }, { persist: true }, fx(root));
+  assert.match(
+    p.plan.notes.join('\n'),
+    /the kernel command line has kvm_amd\.nested=0; .* remove it from the boot loader for the change to last/,
+  );
+});
