@@ -100,6 +100,7 @@ export async function runNesting(
     persist,
     run: ctx.run,
     env: ctx.env,
+    capturedTree: rootFlag !== undefined,
     ...(moduleFlag ? { module: moduleFlag as NestingModule } : {}),
   };
   const p = await prepare(action, opts);

@@ -62,6 +62,8 @@ export interface NestingOptions {
   module?: NestingModule;
   run: Runner;
   env: NodeJS.ProcessEnv;
+  /** Planning for a captured tree (--root): plan only, without this machine's ledger. */
+  capturedTree?: boolean;
 }
 
 export interface Prepared {
@@ -102,7 +104,11 @@ export async function prepare(action: NestingAction, opts: NestingOptions): Prom
     ...(opts.module ? { module: opts.module } : {}),
   });
   const fx = hostEffects(opts);
-  const entry = action === 'disable' ? await readEntry(opts.stateRoot, LEDGER_OWNER) : undefined;
+  // A captured tree (--root) is another machine: this machine's record does not apply to it.
+  const entry =
+    action === 'disable' && !opts.capturedTree
+      ? await readEntry(opts.stateRoot, LEDGER_OWNER)
+      : undefined;
   const module =
     (entry?.changes.find((c) => c.kind === 'nesting.param')?.module as NestingModule | undefined) ??
     facts.module;

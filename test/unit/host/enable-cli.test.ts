@@ -50,6 +50,13 @@ test('enable reloads kvm_amd with nested=1, verifies, records; disable undoes ex
   assert.equal(again.code, 0);
   assert.match(again.stdout, /^nesting is already on \(kvm_amd nested=1\); nothing to do\n/);
 
+  // A captured tree is another machine: this machine's record is not used for it.
+  const other = JSON.parse(
+    (await h.cli(['disable', '--dry-run', '--json', '--root', h.root])).stdout,
+  );
+  assert.equal(other.record, false);
+  assert.match(other.notes[0], /no record of `nestvirt enable` found/);
+
   const d = await h.cli(['disable', '--json']);
   assert.equal(d.code, 0, d.stderr);
   const j = JSON.parse(d.stdout);
