@@ -5,7 +5,7 @@
  * numbers or UUIDs), the kernel messages it used, `uname -a` and doctor's
  * own JSON. test/fixtures/host/capture.sh copies the same list in its guests.
  */
-import { mkdtemp, mkdir, rm, stat, writeFile, copyFile } from 'node:fs/promises';
+import { access, constants, mkdtemp, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -62,6 +62,15 @@ export async function writeCapture(
       'give a path in an existing directory, e.g. --capture ./doctor.tar.gz',
     );
   }
+  try {
+    await access(dirname(out), constants.W_OK);
+  } catch {
+    throw new UsageError(
+      'doctor.capture-dir',
+      `--capture ${file}: directory ${dirname(out)} is not writable`,
+      'give a path in a directory you can write, e.g. --capture /tmp/doctor.tar.gz',
+    );
+  }
   const root = new HostRoot('/');
   const stage = await mkdtemp(join(tmpdir(), 'nestvirt-capture-'));
   let n = 0;
@@ -95,8 +104,7 @@ export async function writeCapture(
     n += 4;
     const tmp = `${out}.tmp-${process.pid}`;
     await run(['tar', '-czf', tmp, '--owner=0', '--group=0', '-C', stage, '.']);
-    await copyFile(tmp, out);
-    await rm(tmp, { force: true });
+    await rename(tmp, out);
   } finally {
     await rm(stage, { recursive: true, force: true });
   }

@@ -216,6 +216,15 @@ export function detectMachine(i: MachineInputs): MachineFacts {
       ev.push('kernel: no "Hypervisor detected" under QEMU: TCG (no KVM CPUID signature)');
     }
   }
+  // arm64 has no cpuinfo hypervisor flag: DMI from a real vendor, with no VM sign, means bare metal.
+  if (i.cpu.arch === 'aarch64' && virtual === null && dmiAll && !hv) {
+    virtual = false;
+    ev.push('dmi: no hypervisor vendor (arm64 has no cpuinfo hypervisor flag)');
+  }
+  if (virtual === null && i.kmsg.some((l) => /kvm \[\d+\]: (VHE|Hyp) mode initialized/.test(l))) {
+    virtual = false;
+    ev.push('kernel: KVM initialised at EL2');
+  }
   if (virtual === false) hv = null;
   if (virtual === true && hv === null) hv = 'unknown';
   return { virtual, hypervisor: hv, cloud, product, evidence: ev };

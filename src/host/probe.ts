@@ -94,15 +94,39 @@ function lastLine(r: RunResult): string {
   return (l[l.length - 1] ?? '').replace(/^qemu-system-\S+: /, '').trim();
 }
 
-async function withFirmware<T>(fn: (path: string) => Promise<T>): Promise<T> {
+async function withFirmware<T>(image: Buffer, fn: (path: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'nestvirt-probe-'));
   try {
     const p = join(dir, 'probe.bin');
-    await writeFile(p, probeFirmware());
+    await writeFile(p, image);
     return await fn(p);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Boots a firmware image (default: the probe firmware) as a guest and
+ * decodes what it reported. `timedOut` means the guest never reached the
+ * exit port: it does not run.
+ */
+export async function runProbeGuest(o: {
+  run: Runner;
+  bin: string;
+  accel: 'kvm' | 'tcg';
+  cpu: string;
+  timeoutMs: number;
+  env?: NodeJS.ProcessEnv;
+  firmware?: Buffer;
+}): Promise<{ sees: { vmx: boolean; svm: boolean } | null; timedOut: boolean; result: RunResult }> {
+  const result = await withFirmware(o.firmware ?? probeFirmware(), (fw) =>
+    o.run(guestArgv(o.bin, fw, o.accel, o.cpu), {
+      timeoutMs: o.timeoutMs,
+      check: false,
+      env: o.env,
+    }),
+  );
+  return { sees: decodeProbeExit(result.code), timedOut: result.timedOut, result };
 }
 
 function guestArgv(bin: string, fw: string, accel: 'kvm' | 'tcg', cpu: string): string[] {
@@ -174,9 +198,14 @@ export async function probeKvm(o: ProbeOptions): Promise<ProbeResult> {
     };
   // 2. A standard guest really runs.
   const timeout = o.guestTimeoutMs ?? 4000;
-  const r = await withFirmware((fw) =>
-    o.run(guestArgv(bin, fw, 'kvm', 'host'), { timeoutMs: timeout, check: false, env: o.env }),
-  );
+  const { result: r } = await runProbeGuest({
+    run: o.run,
+    bin,
+    accel: 'kvm',
+    cpu: 'host',
+    timeoutMs: timeout,
+    env: o.env,
+  });
   const sees = decodeProbeExit(r.code);
   if (sees)
     return {
@@ -229,9 +258,14 @@ export async function probeTcg(o: {
       guestSees: null,
     };
   const timeout = o.timeoutMs ?? 15_000;
-  const r = await withFirmware((fw) =>
-    o.run(guestArgv(bin, fw, 'tcg', 'max'), { timeoutMs: timeout, check: false, env: o.env }),
-  );
+  const { result: r } = await runProbeGuest({
+    run: o.run,
+    bin,
+    accel: 'tcg',
+    cpu: 'max',
+    timeoutMs: timeout,
+    env: o.env,
+  });
   const sees = decodeProbeExit(r.code);
   if (sees)
     return {

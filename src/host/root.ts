@@ -9,8 +9,6 @@ import { join } from 'node:path';
 export class HostRoot {
   /** The directory the host is read from; '/' for this machine. */
   readonly dir: string;
-  /** Relative paths that were read successfully (for --capture). */
-  readonly used = new Set<string>();
   constructor(dir = '/') {
     this.dir = dir;
   }
@@ -25,7 +23,6 @@ export class HostRoot {
   text(rel: string): string | undefined {
     try {
       const t = readFileSync(this.path(rel), 'utf8');
-      this.used.add(rel);
       return t;
     } catch {
       return undefined;
@@ -42,7 +39,6 @@ export class HostRoot {
   bytes(rel: string): Buffer | undefined {
     try {
       const b = readFileSync(this.path(rel));
-      this.used.add(rel);
       return b;
     } catch {
       return undefined;

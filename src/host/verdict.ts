@@ -108,7 +108,7 @@ export function layerBelowFix(f: HostFacts): string {
       );
     case 'aws':
       return (
-        `AWS EC2${m.product ? ` (this is ${m.product})` : ''}: use a bare-metal instance type (*.metal, e.g. m5.metal, c5.metal), ` +
+        `AWS EC2${m.product ? ` (this is ${m.product})` : ''}: use a bare-metal instance type (*.metal, e.g. ${f.cpu.arch === 'aarch64' ? 'c6g.metal, m7g.metal' : 'm5.metal, c5.metal'}), ` +
         'or an 8th-generation Intel type (c8i, m8i, r8i and their flex variants) launched with `--cpu-options NestedVirtualization=enabled`; other virtualized types do not expose VT-x'
       );
     case 'azure':
@@ -209,7 +209,7 @@ export function diagnose(f: HostFacts): Verdict {
         : 'this machine is itself a PVM guest: kvm_pvm is present but does not bind ("this kernel is itself a kvm-pvm guest; not binding"), the CPU offers no VT-x/AMD-V, and there is no /dev/kvm',
       fix: layerBelowFix({ ...f, machine: { ...f.machine, cloud: null, hypervisor: 'pvm' } }),
     });
-  } else if (mod === 'kvm_pvm' && f.kvm.device) {
+  } else if (mod === 'kvm_pvm' && f.kvm.device && probe?.ok !== true) {
     blocked = true;
     add({
       id: 'kvm.pvm-only',
@@ -220,14 +220,22 @@ export function diagnose(f: HostFacts): Verdict {
         (probe?.ran ? ` (probe: ${probe.detail})` : ''),
       fix: 'for standard guests use QEMU TCG (see fallback); for accelerated guests boot a PVM guest kernel (CONFIG_PVM_GUEST) under it, or run on a host that exposes VT-x/AMD-V',
     });
-  } else if (ext === null && arch !== 'aarch64' && !(arch === 'ppc64le' && mod === 'kvm_pr')) {
+  } else if (
+    (ext === null &&
+      mod !== 'kvm_pvm' &&
+      arch !== 'aarch64' &&
+      !(arch === 'ppc64le' && mod === 'kvm_pr')) ||
+    (arch === 'aarch64' && vm && !f.kvm.device)
+  ) {
     blocked = true;
     const what =
       arch === 'x86_64'
         ? 'neither VT-x (vmx) nor AMD-V (svm)'
         : arch === 's390x'
           ? 'no SIE (the "sie" feature)'
-          : 'no hypervisor mode (this is not a PowerNV host)';
+          : arch === 'aarch64'
+            ? 'no EL2 to this VM (no /dev/kvm)'
+            : 'no hypervisor mode (this is not a PowerNV host)';
     if (vm || pvm)
       add({
         id: 'cpu.no-extension',
@@ -333,6 +341,23 @@ export function diagnose(f: HostFacts): Verdict {
         message:
           'this pSeries guest already runs KVM-HV nested; a further level (L3) is not supported on POWER',
         fix: 'run nested guests one level up, on the PowerNV host',
+      });
+    } else if (m === 'kvm_pvm') {
+      add({
+        id: 'kvm.nested-unsupported',
+        severity: 'error',
+        affects: 'nested',
+        message:
+          'kvm_pvm offers its guests no VT-x/AMD-V: they cannot run accelerated guests of their own',
+        fix: 'run nested guests under QEMU TCG inside them (-cpu max), or on a host with VT-x/AMD-V and nested=1',
+      });
+    } else if (arch === 'ppc64le' && f.kvm.nested === null) {
+      add({
+        id: 'kvm.nested-unsupported',
+        severity: 'error',
+        affects: 'nested',
+        message: `${m} has no nested parameter: nested KVM-HV needs POWER9 or later and Linux 4.20 or later`,
+        fix: 'run nested guests on a POWER9 (or later) PowerNV host with a current kernel',
       });
     } else if (f.kvm.nested !== true) {
       add({

@@ -33,9 +33,13 @@ async function debianKernel(): Promise<{ vmlinuz: string; modules: string }> {
   const tree = join(cache, 'k');
   if (!existsSync(join(tree, 'boot'))) {
     await mkdir(cache, { recursive: true });
-    const dep = await run(['apt-cache', 'depends', 'linux-image-amd64']);
-    const pkg = /Depends: (linux-image-\d\S*-amd64)\s*$/m.exec(dep.stdout)?.[1];
-    assert.ok(pkg, `no kernel package in: ${dep.stdout}`);
+    const depends = async (): Promise<string | undefined> => {
+      const dep = await run(['apt-cache', 'depends', 'linux-image-amd64'], { check: false });
+      return /Depends: (linux-image-\d\S*-amd64)\s*$/m.exec(dep.stdout)?.[1];
+    };
+    // A machine whose packages came preinstalled may have no package lists yet.
+    const pkg = (await depends()) ?? (await run(['apt-get', 'update', '-q']).then(depends));
+    assert.ok(pkg, 'apt knows no linux-image-amd64 dependency (check the apt sources)');
     await run(['apt-get', 'download', pkg], { cwd: cache });
     const deb = (await readdir(cache)).find((f) => f.startsWith(pkg + '_') && f.endsWith('.deb'));
     assert.ok(deb, 'downloaded .deb');

@@ -101,3 +101,28 @@ test('--capture into a missing directory', async () => {
   assert.equal(r.code, 2);
   oneLineError(r.stderr, /directory \/nonexistent\/dir does not exist/);
 });
+
+test('--capture into a directory the user cannot write', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'nv-doctor-'));
+  try {
+    await chmod(dir, 0o555);
+    const argv = [
+      process.execPath,
+      BIN,
+      'doctor',
+      '--no-probe',
+      '--capture',
+      join(dir, 'c.tar.gz'),
+    ];
+    const cmd =
+      process.getuid?.() === 0
+        ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...argv]
+        : argv;
+    const r = await run(cmd, { check: false, env: { ...process.env, NO_COLOR: '1' } });
+    assert.equal(r.code, 2, r.stderr);
+    oneLineError(r.stderr, /is not writable/);
+  } finally {
+    await chmod(dir, 0o755);
+    await rm(dir, { recursive: true, force: true });
+  }
+});

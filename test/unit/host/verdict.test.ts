@@ -135,3 +135,33 @@ test('a libvirt/KVM L1 without VMX: the fix is on the L0', async () => {
   assert.match(v.problems[0]!.fix, /host-passthrough/);
   assert.match(v.problems[0]!.fix, /nestvirt libvirt nest DOMAIN/);
 });
+
+test('POWER8-style kvm_hv without a nested parameter: nesting unsupported, not "set nested=1"', async () => {
+  const f = await facts('power9-powernv');
+  f.kvm.nested = null;
+  const v = diagnose(f);
+  assert.equal(v.acceleratedVMs, true);
+  assert.deepEqual(
+    v.problems.map((p) => p.id),
+    ['kvm.nested-unsupported'],
+  );
+});
+
+test('a kvm_pvm whose probe guest did run: accelerated VMs yes, nesting no', async () => {
+  const f = await facts('pvm-host-devkvm');
+  f.kvm.probe = {
+    ran: true,
+    ok: true,
+    detail: 'ran',
+    ms: 20,
+    stage: 'guest',
+    guestSees: { vmx: false, svm: false },
+  };
+  const v = diagnose(f);
+  assert.equal(v.acceleratedVMs, true);
+  assert.equal(v.acceleratedNestedVMs, false);
+  assert.deepEqual(
+    v.problems.map((p) => p.id),
+    ['kvm.nested-unsupported'],
+  );
+});
