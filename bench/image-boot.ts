@@ -11,7 +11,7 @@
  * Any boot that does not answer within the timeout counts as a hang.
  * Usage: node dist/bench/image-boot.js [N=20] [variants=all]
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -34,6 +34,10 @@ async function bootOnce(spec: ImageSpec): Promise<number | null> {
     q.close();
     return ms;
   } catch {
+    const log = await readFile(g.serialLog, 'utf8').catch(() => '');
+    process.stderr.write(
+      `HANG: no guest agent within ${TIMEOUT / 1000} s; last console lines:\n${log.split('\n').slice(-25).join('\n')}\n`,
+    );
     return null;
   } finally {
     await g.stop();
