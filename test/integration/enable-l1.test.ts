@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { testImage } from '../helpers/images.js';
 import { runBin } from '../helpers/cli.js';
-import { bootGuest, Qga, waitSerial } from './guest.js';
+import { bootGuest, Qga, waitSerial } from './image-guest.js';
 import { READY_MARKER } from '../../src/image/recipe.js';
 
 /** What doctor and enable read, captured inside the guest as `@@@ PATH` + base64 blocks. */

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { testImage } from '../helpers/images.js';
-import { bootGuest, Qga, waitSerial } from './guest.js';
+import { bootGuest, Qga, waitSerial } from './image-guest.js';
 import { run } from '../../src/util/exec.js';
 import { VERSION } from '../../src/version.js';
 
