@@ -338,8 +338,8 @@ test('qemuName reads -name in both forms', () => {
 const FIXTURE_PLANS: Record<string, { module: string | null; problem?: string; reload?: boolean }> =
   {
     'arm64-ampere-altra-baremetal': { module: null, problem: 'nesting.arm64' },
-  'aws-c5-metal': { module: 'kvm_intel' },
-  'aws-c6g-graviton2': { module: null, problem: 'nesting.arm64' },
+    'aws-c5-metal': { module: 'kvm_intel' },
+    'aws-c6g-graviton2': { module: null, problem: 'nesting.arm64' },
     'aws-m5-large': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
     'azure-dv2-no-nesting': { module: 'kvm_intel', problem: 'nesting.no-kvm' },
     'azure-dv3-nested': { module: 'kvm_intel' },
