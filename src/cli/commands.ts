@@ -19,10 +19,14 @@ import { execCommand } from './exec.js';
 import { imageCommand } from './image.js';
 import { demoCommand } from './demo.js';
 import { gcpCommand } from './gcp.js';
+import { enableCommand } from './enable.js';
+import { disableCommand } from './disable.js';
 
 export const commands: Command[] = [
   versionCommand,
   doctorCommand,
+  enableCommand,
+  disableCommand,
   imageCommand,
   runCommand,
   lsCommand,

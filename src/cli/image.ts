@@ -3,11 +3,12 @@
  * flags, calls src/image, prints.
  */
 import type { Command, Context } from './command.js';
-import { bool, str } from './command.js';
+import { bool, list, str } from './command.js';
 import { Progress, eprintln, paint, printJson, println, table } from './output.js';
 import { stateRoot } from '../state/paths.js';
 import { BUILTINS, isBuiltin } from '../image/recipe.js';
 import { getImage, listImages, removeImage } from '../image/store.js';
+import { importImage } from '../image/import.js';
 import type { ImageSpec } from '../image/types.js';
 import { UsageError } from '../errors.js';
 
@@ -145,9 +146,28 @@ const buildCommand: Command = {
   },
 };
 
-const importCommandLater: Command | undefined = undefined;
-/* IMPORT-START
-const importCommand0 = {
+const FEATURES: Record<string, 'cloudInit' | 'sshd' | 'guestAgent'> = {
+  'cloud-init': 'cloudInit',
+  sshd: 'sshd',
+  'guest-agent': 'guestAgent',
+};
+
+function features(names: string[]): Partial<ImageSpec['features']> {
+  const f: Partial<ImageSpec['features']> = {};
+  for (const n of names.flatMap((x) => x.split(','))) {
+    const k = FEATURES[n.trim()];
+    if (!k)
+      throw new UsageError(
+        'image.bad-feature',
+        `unknown --feature ${JSON.stringify(n)}`,
+        `use one of: ${Object.keys(FEATURES).join(', ')}`,
+      );
+    f[k] = true;
+  }
+  return f;
+}
+
+const importCommand: Command = {
   name: 'import',
   summary: 'import a qcow2, raw or distribution cloud image from a file or an http(s) URL',
   usage: 'image import NAME FILE|URL [--sha256 HEX] [--json]',
@@ -161,7 +181,17 @@ const importCommand0 = {
   ].join('\n'),
   positionals: [2, 2],
   flags: {
-    sha256: { type: 'string', arg: 'HEX', help: 'expected sha256 of the file (verified before use)' },
+    sha256: {
+      type: 'string',
+      arg: 'HEX',
+      help: 'expected sha256 of the file (verified before use)',
+    },
+    feature: {
+      type: 'string',
+      multiple: true,
+      arg: 'F',
+      help: 'declare what the image runs: cloud-init, sshd, guest-agent (repeatable)',
+    },
     json: { type: 'boolean', help: 'print the image spec as JSON when done' },
   },
   async run(args, ctx) {
@@ -171,18 +201,21 @@ const importCommand0 = {
       name,
       source: src,
       sha256: str(args, 'sha256'),
+      features: features(list(args, 'feature')),
       run: ctx.run,
       env: ctx.env,
       out: ctx.out,
       progress: new Progress(ctx.out),
     });
     if (bool(args, 'json')) printJson(ctx.out, spec);
-    else println(ctx.out, `${paint(ctx.out, 'green', 'image')} ${name} imported (${spec.diskFormat}, ${human(spec.sizeBytes)})`);
+    else
+      println(
+        ctx.out,
+        `${paint(ctx.out, 'green', 'image')} ${name} imported (${spec.diskFormat}, ${human(spec.sizeBytes)})`,
+      );
     return 0;
   },
 };
-
-IMPORT-END */
 
 const rmCommand: Command = {
   name: 'rm',
@@ -206,5 +239,5 @@ export const imageCommand: Command = {
   name: 'image',
   summary: 'built-in (tiny, hypervisor) and imported images: ls, build, import, rm',
   usage: 'image ls | build NAME | import NAME FILE|URL | rm NAME',
-  sub: [lsCommand, buildCommand, rmCommand],
+  sub: [lsCommand, buildCommand, importCommand, rmCommand],
 };

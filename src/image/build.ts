@@ -59,8 +59,14 @@ export const ImageFiles = {
   /** The original compressed kernel (kept for firmware boot or a PVH-less QEMU). */
   bzImage: 'bzImage',
   initrd: 'initrd.img',
-  rootDisk: 'root.img',
+  /** The root disk is named after the inputs hash (root-<hash>.img): overlays of VMs made from an older build keep their backing file across rebuilds. */
+  rootDiskPrefix: 'root-',
 } as const;
+
+/** The hypervisor root disk's file name for a given inputs hash. */
+export function rootDiskName(hash: string): string {
+  return `${ImageFiles.rootDiskPrefix}${hash.slice(0, 12)}.img`;
+}
 
 /** Label of the hypervisor image's root filesystem (the initramfs finds it by label). */
 export const ROOT_LABEL = 'nestvirt-root';
@@ -336,7 +342,7 @@ export async function buildHypervisor(
   await ctx.step('make root disk (mkfs.ext4 -d)', async () => {
     const bytes = await treeSize(stage);
     const mib = Math.ceil((bytes * 1.15) / (1 << 20)) + 96;
-    const img = join(dir, ImageFiles.rootDisk);
+    const img = join(dir, rootDiskName(inputsHash(inputs)));
     await writeFile(img, '');
     await ctx.run(
       [
@@ -366,7 +372,7 @@ export async function buildHypervisor(
     kernel: join(finalDir, ImageFiles.kernel),
     initrd: join(finalDir, ImageFiles.initrd),
     cmdline: kernelCmdline({ rootLabel: ROOT_LABEL }),
-    disk: join(finalDir, ImageFiles.rootDisk),
+    disk: join(finalDir, rootDiskName(inputsHash(inputs))),
     diskFormat: 'raw',
     features: { guestAgent: true, sshd: false, cloudInit: false, kvmModules: true, nestvirt: true },
     arch: 'x86_64',

@@ -109,12 +109,25 @@ ttyS0::respawn:-/bin/sh
 `;
 }
 
-/** Runs qemu-ga on the virtio-serial port once it exists. */
+/**
+ * Runs qemu-ga on the virtio-serial port once it exists. The port's device
+ * can appear after /init's first pass (virtio_console probes asynchronously),
+ * so this links /dev/virtio-ports/NAME itself while it waits.
+ */
 export function renderQgaRunner(): string {
   return `#!/bin/sh
 # Started (and respawned) by init: serve the QEMU guest agent protocol.
 p=${QGA_PORT}
-while [ ! -e "$p" ]; do sleep 5; done
+n=0
+while [ ! -e "$p" ]; do
+  mkdir -p /dev/virtio-ports
+  for v in /sys/class/virtio-ports/*; do
+    [ -e "$v/name" ] && ln -sf "../\${v##*/}" "/dev/virtio-ports/$(cat "$v/name")"
+  done
+  [ -e "$p" ] && break
+  n=$((n + 1))
+  if [ $n -lt 300 ]; then sleep 0.1; else sleep 5; fi
+done
 exec /usr/sbin/qemu-ga -m virtio-serial -p "$p" -t /run
 `;
 }

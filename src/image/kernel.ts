@@ -38,10 +38,16 @@ export interface KernelPackage {
   version: string;
 }
 
-/** The package a meta package depends on (`apt-cache depends` output). */
+/** The kernel package a meta package depends on (`apt-cache depends` or `apt-cache show` output). */
 export function parseAptDepends(text: string): string | undefined {
-  const m = /^\s*Depends:\s*(linux-image-[^\s<>]+)/m.exec(text);
+  const m = /^\s*Depends:.*?\b(linux-image-[^\s<>,()]+)/m.exec(text);
   return m?.[1];
+}
+
+/** The kernel package and version a meta package pins (`Depends: linux-image-X (= V)`). */
+export function parseMetaDepends(text: string): KernelPackage | undefined {
+  const m = /^Depends:.*?\b(linux-image-[^\s,()]+)\s*\(=\s*([^)\s]+)\)/m.exec(text);
+  return m ? { name: m[1]!, version: m[2]! } : undefined;
 }
 
 /** The Version: field of `apt-cache show` output (first record). */
@@ -65,13 +71,17 @@ export function parseDebFileName(file: string): KernelPackage | undefined {
  * newest one already in the cache (offline), else a NotPossibleError.
  */
 export async function resolveKernel(run: Runner, cacheDir: string): Promise<KernelPackage> {
-  const dep = await run(['apt-cache', 'depends', KERNEL_META_PACKAGE], { check: false }).catch(
-    () => undefined,
-  );
-  const name = dep && dep.code === 0 ? parseAptDepends(dep.stdout) : undefined;
+  // One apt query (each costs seconds when apt has no pkgcache.bin): the meta
+  // package's record names the kernel package and pins its version.
+  const show = await run(['apt-cache', 'show', '--no-all-versions', KERNEL_META_PACKAGE], {
+    check: false,
+  }).catch(() => undefined);
+  const pinned = show && show.code === 0 ? parseMetaDepends(show.stdout) : undefined;
+  if (pinned) return pinned;
+  const name = show && show.code === 0 ? parseAptDepends(show.stdout) : undefined;
   if (name) {
-    const show = await run(['apt-cache', 'show', '--no-all-versions', name], { check: false });
-    const version = show.code === 0 ? parseAptVersion(show.stdout) : undefined;
+    const own = await run(['apt-cache', 'show', '--no-all-versions', name], { check: false });
+    const version = own.code === 0 ? parseAptVersion(own.stdout) : undefined;
     if (version) return { name, version };
   }
   const cached = (await readdir(cacheDir).catch(() => [] as string[]))

@@ -202,14 +202,24 @@ export async function getImage(opts: GetImageOptions): Promise<ImageSpec> {
       step,
       tiny: () => getImage({ ...opts, name: 'tiny', rebuild: false }),
     };
-    return install(root, name, async (dir, finalDir) => {
-      const built =
-        name === 'tiny'
-          ? await buildTiny(ctx, dir, finalDir, computed.inputs, computed.kernel)
-          : await buildHypervisor(ctx, dir, finalDir, computed.inputs, computed.kernel);
-      await writeFile(join(dir, STAMP_FILE), await inputsStamp(name, root));
-      return built;
-    });
+    // VMs made from an older hypervisor build have overlays backed by its root disk: keep it.
+    const users = await vmsUsingImage(root, name);
+    const keep = users.length
+      ? (f: string): boolean => f.startsWith(ImageFiles.rootDiskPrefix)
+      : undefined;
+    return install(
+      root,
+      name,
+      async (dir, finalDir) => {
+        const built =
+          name === 'tiny'
+            ? await buildTiny(ctx, dir, finalDir, computed.inputs, computed.kernel)
+            : await buildHypervisor(ctx, dir, finalDir, computed.inputs, computed.kernel);
+        await writeFile(join(dir, STAMP_FILE), await inputsStamp(name, root));
+        return built;
+      },
+      keep ? { keep } : {},
+    );
   });
 }
 
@@ -223,6 +233,7 @@ export async function install(
   root: string,
   name: string,
   make: (dir: string, finalDir: string) => Promise<ImageSpec>,
+  opts: { keep?: (file: string) => boolean } = {},
 ): Promise<ImageSpec> {
   const base = join(root, Dirs.images);
   await mkdir(base, { recursive: true });
@@ -237,6 +248,11 @@ export async function install(
     const spec = await make(tmp, finalDir);
     await writeJson(join(tmp, Files.spec), spec);
     if (await exists(finalDir)) {
+      // Files of the old version still needed (a VM overlay's backing disk) move over.
+      if (opts.keep)
+        for (const f of await readdir(finalDir))
+          if (opts.keep(f) && !(await exists(join(tmp, f))))
+            await rename(join(finalDir, f), join(tmp, f));
       const old = await mkdtemp(join(base, `.${name}.old-`));
       await rename(finalDir, join(old, 'x'));
       try {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { testImage } from '../helpers/images.js';
-import { bootGuest, Qga, waitSerial } from './guest.js';
+import { bootGuest, Qga, waitSerial } from './image-guest.js';
 import { READY_MARKER } from '../../src/image/recipe.js';
 
 test(

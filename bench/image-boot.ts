@@ -1,0 +1,94 @@
+/**
+ * bench/image-boot: how fast and how reliably the `tiny` image boots under
+ * TCG, and why it is built the way it is. Boots each variant N times with a
+ * plain qemu-system-x86_64 (q35, -cpu max) and measures the time from spawn
+ * to the guest agent answering guest-sync:
+ *
+ *   bzImage+gzip   Debian's compressed kernel (the baseline)
+ *   vmlinux+gzip   what `tiny` ships: uncompressed ELF kernel booted via PVH
+ *   vmlinux+none   the same with an uncompressed initramfs
+ *
+ * Any boot that does not answer within the timeout counts as a hang.
+ * Usage: node dist/bench/image-boot.js [N=20] [variants=all]
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { testImage } from '../test/helpers/images.js';
+import { bootGuest, Qga } from '../test/integration/image-guest.js';
+import { cacheDir } from '../src/image/store.js';
+import type { ImageSpec } from '../src/image/types.js';
+
+const N = Number(process.argv[2] ?? 20);
+const only = process.argv[3];
+const TIMEOUT = 180_000;
+
+async function bootOnce(spec: ImageSpec): Promise<number | null> {
+  const g = await bootGuest(spec, { memMiB: 256 });
+  try {
+    const q = await Qga.connect(g.qgaSock, TIMEOUT);
+    const ms = performance.now() - g.startedAt;
+    q.close();
+    return ms;
+  } catch {
+    const log = await readFile(g.serialLog, 'utf8').catch(() => '');
+    process.stderr.write(
+      `HANG: no guest agent within ${TIMEOUT / 1000} s; last console lines:\n${log.split('\n').slice(-25).join('\n')}\n`,
+    );
+    return null;
+  } finally {
+    await g.stop();
+  }
+}
+
+function stats(xs: number[]): string {
+  if (!xs.length) return 'n/a';
+  const s = [...xs].sort((a, b) => a - b);
+  const med = s[Math.floor(s.length / 2)]!;
+  return `median ${(med / 1000).toFixed(2)} s, min ${(s[0]! / 1000).toFixed(2)} s, max ${(s[s.length - 1]! / 1000).toFixed(2)} s`;
+}
+
+const { spec, home } = await testImage('tiny');
+const tmp = await mkdtemp(join(tmpdir(), 'nestvirt-bench-'));
+try {
+  const cpio = join(tmp, 'initrd.cpio');
+  await pipeline(createReadStream(spec.initrd!), createGunzip(), createWriteStream(cpio));
+  const bundle = (await import('node:fs/promises')).readdir(join(cacheDir(home), 'kernel'));
+  const dirs = (await bundle).filter((d) => !d.startsWith('.')).sort();
+  const bz = join(cacheDir(home), 'kernel', dirs[dirs.length - 1]!, 'bzImage');
+  const variants: [string, ImageSpec][] = [
+    ['bzImage+gzip', { ...spec, kernel: bz }],
+    ['vmlinux+gzip', spec],
+    ['vmlinux+none', { ...spec, initrd: cpio }],
+  ];
+  const results = new Map<string, { ok: number[]; hangs: number }>();
+  for (const [name] of variants) results.set(name, { ok: [], hangs: 0 });
+  // Interleave the variants so machine load affects them alike.
+  for (let i = 0; i < N; i++)
+    for (const [name, s] of variants) {
+      if (only && !only.split(',').includes(name)) continue;
+      const ms = await bootOnce(s);
+      const r = results.get(name)!;
+      if (ms === null) r.hangs++;
+      else r.ok.push(ms);
+      process.stderr.write(
+        `${name} #${i + 1}: ${ms === null ? 'HANG' : (ms / 1000).toFixed(2) + ' s'}\n`,
+      );
+    }
+  const base = results.get('bzImage+gzip')!;
+  const med = (xs: number[]): number =>
+    [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+  console.log(`tiny boot to guest agent under TCG, ${N} boots per variant`);
+  for (const [name, r] of results) {
+    if (!r.ok.length && !r.hangs) continue;
+    const ratio = med(r.ok) / med(base.ok);
+    console.log(
+      `  ${name.padEnd(13)} ${stats(r.ok)}; hangs ${r.hangs}/${r.ok.length + r.hangs}; ratio to bzImage+gzip ${Number.isFinite(ratio) ? ratio.toFixed(2) : 'n/a'}`,
+    );
+  }
+} finally {
+  await rm(tmp, { recursive: true, force: true });
+}
