@@ -4,7 +4,9 @@
  */
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
+import { libvirtCommand } from './libvirt.js';
 
 export const commands: Command[] = [
   versionCommand,
+  libvirtCommand,
 ];
