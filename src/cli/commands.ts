@@ -5,8 +5,10 @@
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
 import { libvirtCommand } from './libvirt.js';
+import { imageCommand } from './image.js';
 
 export const commands: Command[] = [
   versionCommand,
   libvirtCommand,
+  imageCommand,
 ];
