@@ -98,7 +98,7 @@ const lsCommand: Command = {
       ctx.out,
       `${paint(ctx.out, 'bold', report.uri)}: host ${h.arch ?? '?'} ${h.vendor ?? ''} ${h.extension ?? 'no virtualization extension'}` +
         (h.module
-          ? `, ${h.module} nested=${h.nested === null ? 'unknown' : h.nested ? '1' : '0'}`
+          ? `, ${h.module} ${h.nested === null ? (h.local ? 'not loaded' : 'nested=unknown (remote)') : `nested=${h.nested ? '1' : '0'}`}`
           : ''),
     );
     if (report.domains.length === 0) {

@@ -71,8 +71,8 @@ export async function reportDomain(
   let reason = running ? vNow.reason : vCfg.reason;
   if (needsPowerCycle)
     reason = vCfg.configured
-      ? `the saved configuration nests (${vCfg.reason}) but the running guest started before that change: it needs a full power cycle (shut down and start; a reboot inside the guest is not enough)`
-      : `the running guest still nests, but its saved configuration no longer does (${vCfg.reason}); the next full power cycle turns nesting off`;
+      ? 'nests once power-cycled: the guest started before the change (shut it down and start it; a reboot inside the guest is not enough)'
+      : `still nests until its next full power cycle; the saved configuration does not: ${vCfg.reason}`;
   let nestedByNestvirt = false;
   if (stateRoot) nestedByNestvirt = (await readEntry(stateRoot, ledgerOwner(name))) !== undefined;
   return {

@@ -186,7 +186,7 @@ test(
     row = await lsRow(name);
     assert.equal(row.needsPowerCycle, true);
     assert.equal(row.canNest, false);
-    assert.match(row.reason, /full power cycle/);
+    assert.match(row.reason, /power-cycled.*a reboot inside the guest is not enough/);
     assert.equal(await svmCount(name), 0, 'a running guest keeps its CPU until power-cycled');
 
     // --restart: shutdown (tiny ignores ACPI quickly enough: short timeout), destroy, start.
