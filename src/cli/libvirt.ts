@@ -386,7 +386,7 @@ const unnestCommand: Command = {
       } else if (!json)
         warn(
           ctx.out,
-          `${name} is ${r.state} and still nests until a full power cycle: \`nestvirt libvirt unnest\` is done; run \`virsh shutdown ${name}\` and \`virsh start ${name}\``,
+          `${name} is ${r.state} and still nests until a full power cycle (a reboot inside the guest is not enough): run \`virsh shutdown ${name}\`, then \`virsh start ${name}\` (or unnest with --restart)`,
         );
     }
     if (json)
