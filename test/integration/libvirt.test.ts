@@ -27,7 +27,16 @@ after(async () => {
   await d?.stop();
 });
 
-const nv = (args: string[]) => runBin(args, { env: { NESTVIRT_HOME: home }, timeoutMs: 180_000 });
+const T0 = performance.now();
+const nv = async (args: string[]) => {
+  const t = performance.now();
+  const r = await runBin(args, { env: { NESTVIRT_HOME: home }, timeoutMs: 180_000 });
+  if (process.env.NV_TRACE)
+    process.stderr.write(
+      `[${Math.round((t - T0) / 1000)}s +${Math.round(performance.now() - t)}ms] ${args.slice(0, 3).join(' ')}\n`,
+    );
+  return r;
+};
 
 /** A hand-written domain: comments, double and single quotes, odd spacing. */
 function domainXml(name: string, serial: string): string {
