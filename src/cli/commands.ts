@@ -6,9 +6,11 @@ import type { Command } from './command.js';
 import { versionCommand } from './version.js';
 import { libvirtCommand } from './libvirt.js';
 import { imageCommand } from './image.js';
+import { doctorCommand } from './doctor.js';
 
 export const commands: Command[] = [
   versionCommand,
+  doctorCommand,
   libvirtCommand,
   imageCommand,
 ];
