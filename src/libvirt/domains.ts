@@ -410,5 +410,7 @@ export interface LibvirtSummary {
   reachable: boolean;
   /** Why not reachable (one line), when present but not reachable. */
   error?: string;
+  /** The fix for `error`, when there is one. */
+  fix?: string;
   domains: { name: string; canNest: boolean; needsPowerCycle: boolean; reason: string }[];
 }

@@ -39,6 +39,14 @@ export async function libvirtSummary(
     };
   } catch (e) {
     const msg = e instanceof NestvirtError ? e.message : String((e as Error)?.message ?? e);
-    return { present: true, uri, reachable: false, error: msg, domains: [] };
+    const fix = e instanceof NestvirtError ? e.hint : undefined;
+    return {
+      present: true,
+      uri,
+      reachable: false,
+      error: msg,
+      ...(fix ? { fix } : {}),
+      domains: [],
+    };
   }
 }

@@ -152,3 +152,42 @@ test('CLI: nest --json prints the documented keys; the diff is the one line', as
     /^-    <feature policy='disable' name='svm'\/>\n\+    <feature policy='require' name='svm'\/>$/m,
   );
 });
+
+test('libvirtSummary (for doctor): domains with verdicts; unreachable daemon becomes error + fix, never a throw', async () => {
+  const { libvirtSummary } = await import('../../../src/libvirt/index.js');
+  const { renderLibvirtSummary } = await import('../../../src/libvirt/render.js');
+  const out = { stdout: process.stdout, stderr: process.stderr, color: false, interactive: false };
+  const { runner } = await setup([
+    ['amd-vm', { inactive: fixture('amd-passthrough.xml'), state: 'shut off' }],
+  ]);
+  const s = await libvirtSummary({ uri: URI, run: runner, env: { PATH: process.env.PATH } });
+  assert.deepEqual(
+    s.domains.map((d) => [d.name, d.canNest]),
+    [['amd-vm', false]],
+  );
+  assert.equal(s.reachable, true);
+  assert.match(
+    renderLibvirtSummary(s, out),
+    /^libvirt\n {2}amd-vm {2}no {2}the <cpu> disables svm/,
+  );
+  const down: typeof runner = async (argv) => ({
+    argv,
+    code: 1,
+    signal: null,
+    stdout: '',
+    stderr:
+      "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n",
+    timedOut: false,
+  });
+  const d = await libvirtSummary({
+    uri: 'qemu:///system',
+    run: down,
+    env: { PATH: process.env.PATH },
+  });
+  assert.equal(d.present, true);
+  assert.equal(d.reachable, false);
+  assert.match(d.error!, /^libvirtd is not running/);
+  assert.match(d.fix!, /systemctl start libvirtd/);
+  const none = await libvirtSummary({ run: down, env: { PATH: '/nonexistent' } });
+  assert.deepEqual(none, { present: false, uri: 'qemu:///system', reachable: false, domains: [] });
+});
