@@ -236,7 +236,13 @@ export async function nestDomain(
       if (!entry) await writeAtomic(originalPath, before);
       const editedPath = join(dir, LibvirtFiles.edited);
       await writeAtomic(editedPath, edit.text);
-      await virsh.define(editedPath);
+      try {
+        await virsh.define(editedPath);
+      } catch (e) {
+        // libvirt refused the edit: the domain is unchanged, so leave no state behind.
+        if (!entry) await rm(dir, { recursive: true, force: true });
+        throw e;
+      }
       const defined = await virsh.dumpxml(name, true);
       await writeAtomic(join(dir, LibvirtFiles.defined), defined);
       if (!entry)

@@ -191,3 +191,32 @@ test('libvirtSummary (for doctor): domains with verdicts; unreachable daemon bec
   const none = await libvirtSummary({ run: down, env: { PATH: '/nonexistent' } });
   assert.deepEqual(none, { present: false, uri: 'qemu:///system', reachable: false, domains: [] });
 });
+
+test('libvirt refusing the edited XML leaves the domain and nestvirt state unchanged', async () => {
+  const original = fixture('amd-passthrough.xml');
+  const { virsh, root, runner } = await setup([
+    ['amd-vm', { inactive: original, state: 'shut off' }],
+  ]);
+  const refusing: typeof runner = async (argv, opts) =>
+    argv.includes('define')
+      ? {
+          argv,
+          code: 1,
+          signal: null,
+          stdout: '',
+          stderr:
+            'error: Failed to define domain from x.xml\nerror: unsupported configuration: guest and host CPU are not compatible\n',
+          timedOut: false,
+        }
+      : runner(argv, opts);
+  const v2 = new Virsh(refusing, virsh.uri, {});
+  await assert.rejects(
+    nestDomain(v2, 'amd-vm', root, {}),
+    (e: unknown) =>
+      e instanceof NestvirtError &&
+      e.exitCode === 1 &&
+      /guest and host CPU are not compatible/.test(e.message),
+  );
+  assert.equal(existsSync(join(root, 'libvirt', 'amd-vm')), false);
+  assert.equal(await readEntry(root, 'libvirt:amd-vm'), undefined);
+});
