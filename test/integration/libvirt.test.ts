@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runBin, tempHome } from '../helpers/cli.js';
@@ -25,6 +25,7 @@ before(async () => {
 });
 after(async () => {
   await d?.stop();
+  if (home) await rm(home, { recursive: true, force: true });
 });
 
 const T0 = performance.now();
