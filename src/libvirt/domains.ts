@@ -232,8 +232,13 @@ export async function nestDomain(
     async () => {
       const entry = await readEntry(stateRoot, ledgerOwner(name));
       const originalPath = join(dir, LibvirtFiles.original);
-      // Nesting twice keeps the first original: unnest returns to what was there before nestvirt.
-      if (!entry) await writeAtomic(originalPath, before);
+      // Nesting twice keeps the first original, so unnest returns to what was there
+      // before nestvirt; but when someone changed the domain since nestvirt defined
+      // it, their version is what this edit replaces, and what unnest must restore.
+      const definedBefore = entry
+        ? await readFile(join(dir, LibvirtFiles.defined), 'utf8').catch(() => undefined)
+        : undefined;
+      if (!entry || definedBefore !== before) await writeAtomic(originalPath, before);
       const editedPath = join(dir, LibvirtFiles.edited);
       await writeAtomic(editedPath, edit.text);
       try {

@@ -220,3 +220,40 @@ test('libvirt refusing the edited XML leaves the domain and nestvirt state uncha
   assert.equal(existsSync(join(root, 'libvirt', 'amd-vm')), false);
   assert.equal(await readEntry(root, 'libvirt:amd-vm'), undefined);
 });
+
+for (const f of [
+  'intel-host-model.xml',
+  'intel-optional-vmx.xml',
+  'amd-no-cpu.xml',
+  'power9.xml',
+  'odd-format.xml',
+  'tcg.xml',
+])
+  test(`nest + unnest round trip restores ${f} byte for byte`, async () => {
+    const original = fixture(f);
+    const name = /<name>([^<]+)<\/name>/.exec(original)![1]!;
+    const { map, virsh, root } = await setup([[name, { inactive: original, state: 'shut off' }]]);
+    const caps = f.startsWith('intel')
+      ? AMD_CAPS.replace('AMD', 'Intel').replace("'svm'", "'vmx'")
+      : AMD_CAPS;
+    const v = new Virsh(fakeVirsh(map, caps).runner, virsh.uri, {});
+    const r = await nestDomain(v, name, root, {});
+    assert.equal(r.applied, true);
+    assert.notEqual(map.get(name)!.inactive, original);
+    await unnestDomain(v, name, root, { diff: unifiedDiff });
+    assert.equal(map.get(name)!.inactive, original);
+  });
+
+test('nest after someone undid it: unnest restores their version, not the older one', async () => {
+  const original = fixture('amd-passthrough.xml');
+  const { map, virsh, root } = await setup([['amd-vm', { inactive: original, state: 'shut off' }]]);
+  await nestDomain(virsh, 'amd-vm', root, {});
+  const theirs = original.replace(
+    "<vcpu placement='static'>4</vcpu>",
+    "<vcpu placement='static'>6</vcpu>",
+  );
+  map.get('amd-vm')!.inactive = theirs;
+  await nestDomain(virsh, 'amd-vm', root, {});
+  await unnestDomain(virsh, 'amd-vm', root, { diff: unifiedDiff });
+  assert.equal(map.get('amd-vm')!.inactive, theirs);
+});
