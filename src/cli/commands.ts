@@ -4,6 +4,8 @@
  */
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
+import { libvirtCommand } from './libvirt.js';
+import { imageCommand } from './image.js';
 import { doctorCommand } from './doctor.js';
 import { runCommand } from './run.js';
 import { lsCommand } from './ls.js';
@@ -16,7 +18,6 @@ import { rmCommand } from './rm.js';
 import { consoleCommand } from './console.js';
 import { logsCommand } from './logs.js';
 import { execCommand } from './exec.js';
-import { imageCommand } from './image.js';
 import { demoCommand } from './demo.js';
 import { gcpCommand } from './gcp.js';
 import { enableCommand } from './enable.js';
@@ -39,6 +40,7 @@ export const commands: Command[] = [
   consoleCommand,
   logsCommand,
   execCommand,
+  libvirtCommand,
   gcpCommand,
   demoCommand,
 ];

@@ -4,6 +4,8 @@ import { eprintln, paint, printJson, println } from './output.js';
 import { runDoctor } from '../host/doctor.js';
 import { renderDoctor } from '../host/render.js';
 import { writeCapture } from '../host/capture.js';
+import { libvirtSummary } from '../libvirt/index.js';
+import { renderLibvirtSummary } from '../libvirt/render.js';
 import { UsageError, ExitCode } from '../errors.js';
 import { statSync, accessSync, constants } from 'node:fs';
 
@@ -80,8 +82,14 @@ export const doctorCommand: Command = {
       if (!json)
         println(ctx.out, `captured ${n} files to ${capture}: attach it to your bug report`);
     }
-    if (json) printJson(ctx.out, report);
-    else ctx.out.stdout.write(renderDoctor(report, ctx.out));
+    // libvirt guests (src/libvirt): live machine only, and only when virsh is installed.
+    const libvirt =
+      root === undefined ? await libvirtSummary({ run: ctx.run, env: ctx.env }) : undefined;
+    if (json) printJson(ctx.out, libvirt?.present ? { ...report, libvirt } : report);
+    else {
+      ctx.out.stdout.write(renderDoctor(report, ctx.out));
+      if (libvirt?.present) ctx.out.stdout.write(renderLibvirtSummary(libvirt, ctx.out));
+    }
     return report.verdict.acceleratedVMs ? ExitCode.OK : ExitCode.NOT_POSSIBLE;
   },
 };
