@@ -23,17 +23,8 @@ export const consoleCommand: Command = {
     const name = checkVmName(args.positionals[0]!);
     const p = vmPaths(vmDeps(ctx).root, name);
     const r = await reconcile(p, { write: 'try' });
-    if (r.pid === null)
-      throw new NotPossibleError(
-        'vm.not-running',
-        `VM ${name} is not running`,
-        `start it: nestvirt start ${name} (its past output: nestvirt logs ${name})`,
-      );
-    const how = await attachConsole(p.serial, name, {
-      stdin: process.stdin,
-      stdout: ctx.out.stdout,
-      note: (l) => eprintln(ctx.out, l),
-    });
+    if (r.pid === null) throw new NotPossibleError('vm.not-running', `VM ${name} is not running`, `start it: nestvirt start ${name} (its past output: nestvirt logs ${name})`);
+    const how = await attachConsole(p.serial, name, { stdin: process.stdin, stdout: ctx.out.stdout, note: (l) => eprintln(ctx.out, l) });
     return how === 'vm-stopped' ? 1 : 0;
   },
 };

@@ -23,10 +23,7 @@ export async function listVms(root: string): Promise<VmList> {
         return vmInfo(p, await reconcile(p, { write: 'try' }));
       } catch (e) {
         if (e instanceof NestvirtError && e.code === 'vm.not-found') return undefined;
-        const err =
-          e instanceof NestvirtError
-            ? e
-            : new NestvirtError('internal', String((e as Error)?.message ?? e));
+        const err = e instanceof NestvirtError ? e : new NestvirtError('internal', String((e as Error)?.message ?? e));
         return { name, ...err.toJSON() };
       }
     }),

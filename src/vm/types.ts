@@ -58,13 +58,7 @@ export interface VmSpec {
   seed?: string;
   nics: NicSpec[];
   /** What the image provides (guest agent, sshd, ...), copied from the image at create. */
-  imageFeatures: {
-    guestAgent: boolean;
-    sshd: boolean;
-    cloudInit: boolean;
-    kvmModules: boolean;
-    nestvirt: boolean;
-  };
+  imageFeatures: { guestAgent: boolean; sshd: boolean; cloudInit: boolean; kvmModules: boolean; nestvirt: boolean };
   createdAt: string;
 }
 
