@@ -33,7 +33,7 @@ function httpGet(port: number): Promise<string> {
   });
 }
 
-test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 reconciled, rm', async () => {
+test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 reconciled, restart, rm', async () => {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const run = await h.nv(['run', 'tiny', '--name', 'life', '--wait', '--port', `${port}:8080`, '--json']);
   assert.equal(run.code, 0, run.stderr);
@@ -116,8 +116,13 @@ test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 
   assert.match(infoText.stdout, /QEMU ended without nestvirt/);
   assert.match(infoText.stdout, /last console lines:/);
 
-  // the stale state blocks nobody: it starts again and is removed.
-  assert.equal((await h.nv(['start', 'life'])).code, 0);
+  // the stale state blocks nobody: restart (stop is a no-op now, then start) and remove.
+  const rs = json<{ stop: { how: string }; start: { pid: number; readyMs: number } }>(
+    await h.nv(['restart', 'life', '--force', '--wait', '--json']),
+  );
+  assert.equal(rs.stop.how, 'none');
+  assert.ok(rs.start.pid > 0 && rs.start.readyMs > 0);
+  assert.equal((await h.nv(['exec', 'life', '--', 'true'])).code, 0);
   const rmRunning = await h.nv(['rm', 'life']);
   assert.equal(rmRunning.code, 1);
   assert.match(rmRunning.stderr, /VM life is running/);
