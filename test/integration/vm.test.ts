@@ -70,6 +70,9 @@ test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 
   pty.write('\r');
   pty.write('echo con-$((6*7))\r');
   await pty.expect(/con-42/);
+  const second = await h.nv(['console', 'life']);
+  assert.equal(second.code, 1);
+  assert.match(second.stderr, /console is in use by another client/);
   pty.write(Buffer.from([0x1d]));
   await pty.expect(/Detached from VM life's console/);
   assert.equal(await pty.exited, 0);

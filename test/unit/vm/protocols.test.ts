@@ -118,3 +118,24 @@ test('QGA: an agent that never answers times out clearly; exec timeout', async (
     await slow.close();
   }
 });
+
+test('console in use: judged from QMP query-chardev', async () => {
+  const { consoleInUse } = await import('../../../src/vm/console.js');
+  let serial = 'disconnected:unix:/r/vms/v/serial.sock,server=on';
+  const srv = await fakeQmp({
+    commands: {
+      'query-chardev': () => [
+        { label: 'qmp', filename: 'unix:/r/vms/v/qmp.sock,server=on', 'frontend-open': true },
+        { label: 'serial0', filename: serial, 'frontend-open': true },
+      ],
+    },
+  });
+  try {
+    assert.equal(await consoleInUse(srv.path), false);
+    serial = 'unix:/r/vms/v/serial.sock,server=on';
+    assert.equal(await consoleInUse(srv.path), true);
+  } finally {
+    await srv.close();
+  }
+  assert.equal(await consoleInUse('/nonexistent/qmp.sock'), false);
+});
