@@ -150,6 +150,10 @@ async function main(): Promise<void> {
     lsT.push(r.ms);
     nodeT.push((await exec([process.execPath, '-e', '0'], env)).ms);
   }
+  const verT: number[] = [];
+  for (let i = 0; i < 10; i++) verT.push((await exec([process.execPath, BIN, 'version'], env)).ms);
+  console.log(`start-up alone, same run (median of 10): \`node -e 0\` ${median(nodeT).toFixed(0)} ms, \`nestvirt version\` (node + loading every command's modules) ${median(verT).toFixed(0)} ms`);
+  console.log(`  so of nestvirt's own share in \`run --wait\` (${median(own).toFixed(0)} ms), ${median(verT).toFixed(0)} ms is process start-up; the VM work itself is ~${Math.max(0, median(own) - median(verT)).toFixed(0)} ms`);
   console.log(`nestvirt ls --json, 200 VMs (median of 10): ${median(lsT).toFixed(0)} ms  [target < 150 ms: ${median(lsT) < 150 ? 'met' : 'NOT met'}]; bare \`node -e 0\`: ${median(nodeT).toFixed(0)} ms`);
   await rm(home, { recursive: true, force: true });
 }
