@@ -57,6 +57,8 @@ async function bareBoot(dir: string, kernel: string, initrd: string, append: str
       '-nodefaults', '-no-user-config', '-display', 'none',
       '-kernel', kernel, '-initrd', initrd, '-append', append,
       '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
+      // the same entropy source nestvirt gives its guests (without it the guest's CRNG starts late under TCG)
+      '-device', 'virtio-rng-pci',
       '-serial', `file:${join(dir, 'serial.log')}`,
       '-chardev', `socket,id=qga0,path=${qga},server=on,wait=off`,
       '-device', 'virtio-serial-pci', '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
