@@ -22,7 +22,11 @@ export async function vmTestHome(): Promise<VmTestHome> {
   await seedImage(home, 'tiny');
   const env = { NESTVIRT_HOME: home, NESTVIRT_CACHE: TEST_CACHE };
   const nv = (argv: string[], opts: { timeoutMs?: number; input?: string } = {}) =>
-    runBin(argv, { env, timeoutMs: opts.timeoutMs ?? 300_000, ...(opts.input !== undefined ? { input: opts.input } : {}) });
+    runBin(argv, {
+      env,
+      timeoutMs: opts.timeoutMs ?? 300_000,
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
+    });
   return {
     home,
     env,
@@ -74,7 +78,10 @@ export function onPty(argv: string[], env: NodeJS.ProcessEnv, after = ''): Pty {
     exited,
     expect(re, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`pty: no ${re} within ${timeoutMs} ms; got:\n${out}`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`pty: no ${re} within ${timeoutMs} ms; got:\n${out}`)),
+          timeoutMs,
+        );
         const check = (): void => {
           const m = re.exec(out);
           if (m) {
