@@ -5,6 +5,7 @@
  * test started.
  */
 import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { tempHome, runBin, BIN, type CliResult } from '../helpers/cli.js';
 import { seedImage, TEST_CACHE } from '../helpers/images.js';
 import { shellQuote } from '../../src/util/exec.js';
@@ -35,6 +36,7 @@ export async function vmTestHome(): Promise<VmTestHome> {
       const ls = await nv(['ls', '--json']);
       const names = (JSON.parse(ls.stdout) as { vms: { name: string }[] }).vms.map((v) => v.name);
       if (names.length) await nv(['rm', '--force', ...names]);
+      await rm(home, { recursive: true, force: true });
     },
   };
 }
