@@ -1,46 +1,34 @@
 /**
- * The command registry: one line per top-level command. Each command lives
- * in its own thin file under src/cli/.
+ * The command registry: one entry per top-level command, loaded on demand so
+ * that a command pays only for its own modules at start-up (`nestvirt ls`
+ * must not load the Google clients). Each command lives in its own thin file
+ * under src/cli/.
  */
 import type { Command } from './command.js';
-import { versionCommand } from './version.js';
-import { libvirtCommand } from './libvirt.js';
-import { imageCommand } from './image.js';
-import { doctorCommand } from './doctor.js';
-import { runCommand } from './run.js';
-import { lsCommand } from './ls.js';
-import { infoCommand } from './info.js';
-import { startCommand } from './start.js';
-import { stopCommand } from './stop.js';
-import { killCommand } from './kill.js';
-import { restartCommand } from './restart.js';
-import { rmCommand } from './rm.js';
-import { consoleCommand } from './console.js';
-import { logsCommand } from './logs.js';
-import { execCommand } from './exec.js';
-import { demoCommand } from './demo.js';
-import { gcpCommand } from './gcp.js';
-import { enableCommand } from './enable.js';
-import { disableCommand } from './disable.js';
 
-export const commands: Command[] = [
-  versionCommand,
-  doctorCommand,
-  enableCommand,
-  disableCommand,
-  imageCommand,
-  runCommand,
-  lsCommand,
-  infoCommand,
-  startCommand,
-  stopCommand,
-  killCommand,
-  restartCommand,
-  rmCommand,
-  consoleCommand,
-  logsCommand,
-  execCommand,
-  libvirtCommand,
-  gcpCommand,
-  demoCommand,
+export interface CommandRef {
+  name: string;
+  load(): Promise<Command>;
+}
+
+export const commandRefs: CommandRef[] = [
+  { name: 'version', load: async () => (await import('./version.js')).versionCommand },
+  { name: 'doctor', load: async () => (await import('./doctor.js')).doctorCommand },
+  { name: 'enable', load: async () => (await import('./enable.js')).enableCommand },
+  { name: 'disable', load: async () => (await import('./disable.js')).disableCommand },
+  { name: 'image', load: async () => (await import('./image.js')).imageCommand },
+  { name: 'run', load: async () => (await import('./run.js')).runCommand },
+  { name: 'ls', load: async () => (await import('./ls.js')).lsCommand },
+  { name: 'info', load: async () => (await import('./info.js')).infoCommand },
+  { name: 'start', load: async () => (await import('./start.js')).startCommand },
+  { name: 'stop', load: async () => (await import('./stop.js')).stopCommand },
+  { name: 'kill', load: async () => (await import('./kill.js')).killCommand },
+  { name: 'restart', load: async () => (await import('./restart.js')).restartCommand },
+  { name: 'rm', load: async () => (await import('./rm.js')).rmCommand },
+  { name: 'console', load: async () => (await import('./console.js')).consoleCommand },
+  { name: 'logs', load: async () => (await import('./logs.js')).logsCommand },
+  { name: 'exec', load: async () => (await import('./exec.js')).execCommand },
+  { name: 'libvirt', load: async () => (await import('./libvirt.js')).libvirtCommand },
+  { name: 'gcp', load: async () => (await import('./gcp.js')).gcpCommand },
+  { name: 'demo', load: async () => (await import('./demo.js')).demoCommand },
 ];

@@ -4,7 +4,7 @@
  */
 import type { Command, Context } from './command.js';
 import { helpText, parseFlags } from './command.js';
-import { commands } from './commands.js';
+import { commandRefs } from './commands.js';
 import { makeOutput, eprintln, paint, printJson } from './output.js';
 import { asNestvirtError, ExitCode, UsageError } from '../errors.js';
 import { run } from '../util/exec.js';
@@ -19,8 +19,13 @@ const root: Command = {
     'Every command that reports takes --json; exit codes: 0 ok, 1 not possible here,',
     '2 usage or input error, 3 internal failure, 4 busy (another command holds the lock).',
   ].join('\n'),
-  sub: commands,
+  sub: [],
 };
+
+/** Loads every command (for the root --help only). */
+async function loadAll(): Promise<Command[]> {
+  return Promise.all(commandRefs.map((r) => r.load()));
+}
 
 /** Runs the CLI; returns the exit code (does not call process.exit). */
 export async function main(argv: string[], ctx: Context): Promise<number> {
@@ -30,7 +35,8 @@ export async function main(argv: string[], ctx: Context): Promise<number> {
   const wantsJson = argv.includes('--json');
   try {
     while (cmd.sub && rest.length > 0 && !rest[0]!.startsWith('-')) {
-      const next = cmd.sub.find((c) => c.name === rest[0]);
+      const ref = cmd === root ? commandRefs.find((c) => c.name === rest[0]) : undefined;
+      const next = ref ? await ref.load() : cmd.sub.find((c) => c.name === rest[0]);
       if (!next) {
         if (cmd.run) break;
         throw new UsageError(
@@ -49,6 +55,7 @@ export async function main(argv: string[], ctx: Context): Promise<number> {
     }
     if (!cmd.run) {
       if (rest.length === 0 || rest[0] === '--help' || rest[0] === '-h') {
+        if (cmd === root) root.sub = await loadAll();
         ctx.out.stdout.write(helpText(cmd, path));
         return rest.length === 0 ? ExitCode.USAGE : 0;
       }
