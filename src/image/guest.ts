@@ -12,7 +12,9 @@
  *   exists (it is respawned by init if it dies);
  * - a root shell runs on ttyS0 and is respawned when it exits;
  * - ACPI power button and qemu-ga `guest-shutdown` power the guest off;
- * - `nestvirt.hostname=NAME` on the command line sets the host name.
+ * - `nestvirt.hostname=NAME` on the command line sets the host name;
+ * - on the hypervisor root disk, the KVM module for the CPU (kvm_amd or
+ *   kvm_intel) is loaded at boot, so /dev/kvm exists when the CPU has svm/vmx.
  */
 import { BOOT_MODULES, READY_MARKER } from './recipe.js';
 
@@ -73,6 +75,12 @@ if [ -n "$root" ] && [ ! -e /${ROOTFS_MARKER} ]; then
     fi
     echo "nestvirt-init: cannot mount $dev; staying in the initramfs" >&2
   fi
+fi
+if [ -e /${ROOTFS_MARKER} ]; then
+  # The hypervisor image is for running VMs: load the KVM module for this CPU
+  # (nested=1 from /etc/modprobe.d/nestvirt-kvm.conf) so /dev/kvm is there at once.
+  if grep -qw svm /proc/cpuinfo; then modprobe -q kvm_amd 2>/dev/null
+  elif grep -qw vmx /proc/cpuinfo; then modprobe -q kvm_intel 2>/dev/null; fi
 fi
 mkdir -p /dev/pts /dev/shm /run /tmp /var/log /root
 mount -t devpts devpts /dev/pts 2>/dev/null
