@@ -25,7 +25,11 @@ export function cpuModel(
   return nested ? (base === 'max' ? 'max' : 'qemu64,+svm,+npt') : `${base},-vmx,-svm`;
 }
 
-/** NIC argv pairs (-netdev + -device) for one card. */
+/**
+ * NIC argv pairs (-netdev + -device) for one card. `romfile=` drops the PXE
+ * option ROM: nestvirt never network-boots, and guests (the hypervisor image)
+ * need not carry QEMU's ipxe ROMs to start VMs of their own.
+ */
 export function nicArgv(nic: NicSpec, index: number): string[] {
   const id = `net${index}`;
   const mac = nic.mac ? `,mac=${nic.mac}` : '';
@@ -33,13 +37,13 @@ export function nicArgv(nic: NicSpec, index: number): string[] {
     const fwd = nic.forwards
       .map((f) => `,hostfwd=${f.proto}:${f.hostAddr}:${f.hostPort}-:${f.guestPort}`)
       .join('');
-    return ['-netdev', `user,id=${id}${fwd}`, '-device', `virtio-net-pci,netdev=${id}${mac}`];
+    return ['-netdev', `user,id=${id}${fwd}`, '-device', `virtio-net-pci,netdev=${id}${mac},romfile=`];
   }
   return [
     '-netdev',
     `tap,id=${id},ifname=${optEscape(nic.ifname)},script=no,downscript=no`,
     '-device',
-    `virtio-net-pci,netdev=${id}${mac}`,
+    `virtio-net-pci,netdev=${id}${mac},romfile=`,
   ];
 }
 

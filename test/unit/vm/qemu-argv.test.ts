@@ -135,7 +135,7 @@ test('NIC table: user with forwards, user plain, tap', () => {
     [
       { kind: 'user', forwards: [] },
       0,
-      ['-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0'],
+      ['-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0,romfile='],
     ],
     [
       {
@@ -150,7 +150,7 @@ test('NIC table: user with forwards, user plain, tap', () => {
         '-netdev',
         'user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53',
         '-device',
-        'virtio-net-pci,netdev=net0',
+        'virtio-net-pci,netdev=net0,romfile=',
       ],
     ],
     [
@@ -160,7 +160,7 @@ test('NIC table: user with forwards, user plain, tap', () => {
         '-netdev',
         'tap,id=net1,ifname=nv-t0,script=no,downscript=no',
         '-device',
-        'virtio-net-pci,netdev=net1,mac=52:54:00:12:34:56',
+        'virtio-net-pci,netdev=net1,mac=52:54:00:12:34:56,romfile=',
       ],
     ],
   ];
