@@ -341,7 +341,8 @@ export async function buildHypervisor(
   });
   await ctx.step('make root disk (mkfs.ext4 -d)', async () => {
     const bytes = await treeSize(stage);
-    const mib = Math.ceil((bytes * 1.15) / (1 << 20)) + 96;
+    // Headroom for what the guest writes (VM state under /var/lib/nestvirt); the raw file is sparse.
+    const mib = Math.ceil((bytes * 1.15) / (1 << 20)) + 512;
     const img = join(dir, rootDiskName(inputsHash(inputs)));
     await writeFile(img, '');
     await ctx.run(
