@@ -22,6 +22,7 @@ import { Files } from '../state/paths.js';
 import type { ImageSpec } from './types.js';
 import {
   HOST_PACKAGES,
+  INITRAMFS_COMPRESSION,
   IMAGE_MODULES,
   READY_MARKER,
   RECIPE_VERSION,
@@ -244,11 +245,14 @@ export async function buildTiny(
   await ctx.step('assemble tiny (busybox, qemu-ga, modules, /init)', async () =>
     baseSystem(ctx, stage, bundle, 'tiny'),
   );
-  await ctx.step('compress initramfs (gzip)', async () => {
-    await packInitramfs(stage, join(dir, ImageFiles.initrd));
-    await rm(stage, { recursive: true, force: true });
-    await place(bundle.vmlinux, join(dir, ImageFiles.kernel));
-  });
+  await ctx.step(
+    `pack initramfs (cpio, ${INITRAMFS_COMPRESSION === 'none' ? 'uncompressed' : 'gzip'})`,
+    async () => {
+      await packInitramfs(stage, join(dir, ImageFiles.initrd));
+      await rm(stage, { recursive: true, force: true });
+      await place(bundle.vmlinux, join(dir, ImageFiles.kernel));
+    },
+  );
   return {
     name: 'tiny',
     builtin: true,
