@@ -324,6 +324,9 @@ export async function buildHypervisor(
       initrd: `/var/lib/nestvirt/images/tiny/${ImageFiles.initrd}`,
     };
     await writeFile(join(seeded, Files.spec), JSON.stringify(guestTiny, null, 2) + '\n');
+    // The guest has no dpkg or apt: its inputs stamp (see store.ts) is the recipe alone,
+    // so getImage('tiny') inside takes the fast path.
+    await writeFile(join(seeded, '.inputs-stamp'), `r${RECIPE_VERSION} - - -`);
     await writeGuestFiles(stage, [
       {
         path: 'usr/bin/nestvirt',
