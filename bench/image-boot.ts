@@ -20,7 +20,6 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { testImage } from '../test/helpers/images.js';
 import { bootGuest, Qga } from '../test/integration/image-guest.js';
-import { cacheDir } from '../src/image/store.js';
 import type { ImageSpec } from '../src/image/types.js';
 
 const N = Number(process.argv[2] ?? 20);
@@ -30,7 +29,7 @@ const TIMEOUT = 180_000;
 async function bootOnce(spec: ImageSpec): Promise<number | null> {
   const g = await bootGuest(spec, { memMiB: 256 });
   try {
-    const q = await Qga.connect(g.qgaSock, TIMEOUT);
+    const q = await Qga.connect(g.qgaSock, TIMEOUT, g.proc);
     const ms = performance.now() - g.startedAt;
     q.close();
     return ms;
@@ -52,13 +51,13 @@ function stats(xs: number[]): string {
   return `median ${(med / 1000).toFixed(2)} s, min ${(s[0]! / 1000).toFixed(2)} s, max ${(s[s.length - 1]! / 1000).toFixed(2)} s`;
 }
 
-const { spec, home } = await testImage('tiny');
+const { spec, cache } = await testImage('tiny');
 const tmp = await mkdtemp(join(tmpdir(), 'nestvirt-bench-'));
 try {
   // The shipped initramfs is an uncompressed cpio; make the gzip variant from it.
   const gz = join(tmp, 'initrd.gz');
   await pipeline(createReadStream(spec.initrd!), createGzip({ level: 1 }), createWriteStream(gz));
-  const bundle = (await import('node:fs/promises')).readdir(join(cacheDir(home), 'kernel'));
+  const bundle = (await import('node:fs/promises')).readdir(join(cache, 'kernel'));
   const dirs = (await bundle).filter((d) => !d.startsWith('.')).sort();
   const bz = join(cacheDir(home), 'kernel', dirs[dirs.length - 1]!, 'bzImage');
   const variants: [string, ImageSpec][] = [

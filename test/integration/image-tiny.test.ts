@@ -43,7 +43,7 @@ test(
     });
     try {
       const readyMs = await waitSerial(g, READY_MARKER, 120_000);
-      const qga = await Qga.connect(g.qgaSock, 120_000);
+      const qga = await Qga.connect(g.qgaSock, 120_000, g.proc);
       const agentMs = performance.now() - g.startedAt;
       process.stderr.write(
         `tiny: ready marker ${Math.round(readyMs)} ms, guest agent ${Math.round(agentMs)} ms\n`,
