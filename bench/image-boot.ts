@@ -59,7 +59,7 @@ try {
   await pipeline(createReadStream(spec.initrd!), createGzip({ level: 1 }), createWriteStream(gz));
   const bundle = (await import('node:fs/promises')).readdir(join(cache, 'kernel'));
   const dirs = (await bundle).filter((d) => !d.startsWith('.')).sort();
-  const bz = join(cacheDir(home), 'kernel', dirs[dirs.length - 1]!, 'bzImage');
+  const bz = join(cache, 'kernel', dirs[dirs.length - 1]!, 'bzImage');
   const variants: [string, ImageSpec][] = [
     ['bzImage+none', { ...spec, kernel: bz }],
     ['vmlinux+none', spec],
