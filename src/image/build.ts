@@ -219,14 +219,21 @@ async function place(src: string, dest: string): Promise<void> {
   }
 }
 
-/** Writes a gzip-compressed newc archive of `stage` to `out`. */
-export async function packInitramfs(stage: string, out: string, level = 1): Promise<void> {
+/** Writes a newc archive of `stage` to `out`, uncompressed or gzip level 1 (see INITRAMFS_COMPRESSION). */
+export async function packInitramfs(
+  stage: string,
+  out: string,
+  compression: 'none' | 'gzip' = INITRAMFS_COMPRESSION,
+): Promise<void> {
   const pass = new PassThrough({ highWaterMark: 1 << 20 });
-  const done = pipeline(
-    pass,
-    createGzip({ level, strategy: zc.Z_DEFAULT_STRATEGY }),
-    createWriteStream(out),
-  );
+  const done =
+    compression === 'gzip'
+      ? pipeline(
+          pass,
+          createGzip({ level: 1, strategy: zc.Z_DEFAULT_STRATEGY }),
+          createWriteStream(out),
+        )
+      : pipeline(pass, createWriteStream(out));
   await writeCpio(stage, pass);
   pass.end();
   await done;
