@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runBin, tempHome } from '../helpers/cli.js';
 import { testImage } from '../helpers/images.js';
 import { bootGuest, Qga, waitSerial } from './image-guest.js';
 import { READY_MARKER } from '../../src/image/recipe.js';
@@ -75,6 +77,32 @@ test(
       }
     } finally {
       await g.stop();
+    }
+  },
+);
+
+test(
+  'two concurrent builds of tiny in one home: one builds, the other waits and reuses it',
+  { timeout: 600_000 },
+  async () => {
+    const { cache } = await testImage('tiny');
+    const home = await tempHome();
+    try {
+      const env = { NESTVIRT_HOME: home, NESTVIRT_CACHE: cache };
+      const [a, b] = await Promise.all([
+        runBin(['image', 'build', 'tiny', '--json'], { env, timeoutMs: 600_000 }),
+        runBin(['image', 'build', 'tiny', '--json'], { env, timeoutMs: 600_000 }),
+      ]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(b.code, 0, b.stderr);
+      const sa = JSON.parse(a.stdout) as { createdAt: string; initrd: string };
+      const sb = JSON.parse(b.stdout) as { createdAt: string };
+      assert.equal(sa.createdAt, sb.createdAt);
+      // Exactly one of them assembled the image.
+      assert.equal([a, b].filter((r) => r.stderr.includes('assemble tiny')).length, 1);
+      assert.deepEqual((await readdir(join(home, 'images'))).sort(), ['tiny']);
+    } finally {
+      await rm(home, { recursive: true, force: true });
     }
   },
 );
