@@ -26,8 +26,16 @@ const N = Number(process.argv[2] ?? 20);
 const only = process.argv[3];
 const TIMEOUT = 180_000;
 
+let current: { stop(): Promise<void> } | undefined;
+// Interrupted (Ctrl-C, kill): stop the guest being measured instead of orphaning it.
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.once(sig, () => {
+    void (current?.stop() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
+
 async function bootOnce(spec: ImageSpec): Promise<number | null> {
   const g = await bootGuest(spec, { memMiB: 256 });
+  current = g;
   try {
     const q = await Qga.connect(g.qgaSock, TIMEOUT, g.proc);
     const ms = performance.now() - g.startedAt;
@@ -40,6 +48,7 @@ async function bootOnce(spec: ImageSpec): Promise<number | null> {
     );
     return null;
   } finally {
+    current = undefined;
     await g.stop();
   }
 }
