@@ -170,7 +170,7 @@ function features(names: string[]): Partial<ImageSpec['features']> {
 const importCommand: Command = {
   name: 'import',
   summary: 'import a qcow2, raw or distribution cloud image from a file or an http(s) URL',
-  usage: 'image import NAME FILE|URL [--sha256 HEX] [--json]',
+  usage: 'image import NAME FILE|URL [--sha256 HEX] [--feature F]... [--json]',
   description: [
     'The format is detected with `qemu-img info`; nothing is converted unless needed.',
     'Downloads resume (HTTP Range) after an interruption; the checksum is verified',

@@ -22,6 +22,7 @@ import { Files } from '../state/paths.js';
 import type { ImageSpec } from './types.js';
 import {
   HOST_PACKAGES,
+  INITRAMFS_COMPRESSION,
   IMAGE_MODULES,
   READY_MARKER,
   RECIPE_VERSION,
@@ -220,14 +221,21 @@ async function place(src: string, dest: string): Promise<void> {
   }
 }
 
-/** Writes a gzip-compressed newc archive of `stage` to `out`. */
-export async function packInitramfs(stage: string, out: string, level = 1): Promise<void> {
+/** Writes a newc archive of `stage` to `out`, uncompressed or gzip level 1 (see INITRAMFS_COMPRESSION). */
+export async function packInitramfs(
+  stage: string,
+  out: string,
+  compression: 'none' | 'gzip' = INITRAMFS_COMPRESSION,
+): Promise<void> {
   const pass = new PassThrough({ highWaterMark: 1 << 20 });
-  const done = pipeline(
-    pass,
-    createGzip({ level, strategy: zc.Z_DEFAULT_STRATEGY }),
-    createWriteStream(out),
-  );
+  const done =
+    compression === 'gzip'
+      ? pipeline(
+          pass,
+          createGzip({ level: 1, strategy: zc.Z_DEFAULT_STRATEGY }),
+          createWriteStream(out),
+        )
+      : pipeline(pass, createWriteStream(out));
   await writeCpio(stage, pass);
   pass.end();
   await done;
@@ -246,11 +254,14 @@ export async function buildTiny(
   await ctx.step('assemble tiny (busybox, qemu-ga, modules, /init)', async () =>
     baseSystem(ctx, stage, bundle, 'tiny'),
   );
-  await ctx.step('compress initramfs (gzip)', async () => {
-    await packInitramfs(stage, join(dir, ImageFiles.initrd));
-    await rm(stage, { recursive: true, force: true });
-    await place(bundle.vmlinux, join(dir, ImageFiles.kernel));
-  });
+  await ctx.step(
+    `pack initramfs (cpio, ${INITRAMFS_COMPRESSION === 'none' ? 'uncompressed' : 'gzip'})`,
+    async () => {
+      await packInitramfs(stage, join(dir, ImageFiles.initrd));
+      await rm(stage, { recursive: true, force: true });
+      await place(bundle.vmlinux, join(dir, ImageFiles.kernel));
+    },
+  );
   return {
     name: 'tiny',
     builtin: true,
@@ -322,6 +333,9 @@ export async function buildHypervisor(
       initrd: `/var/lib/nestvirt/images/tiny/${ImageFiles.initrd}`,
     };
     await writeFile(join(seeded, Files.spec), JSON.stringify(guestTiny, null, 2) + '\n');
+    // The guest has no dpkg or apt: its inputs stamp (see store.ts) is the recipe alone,
+    // so getImage('tiny') inside takes the fast path.
+    await writeFile(join(seeded, '.inputs-stamp'), `r${RECIPE_VERSION} - - -`);
     await writeGuestFiles(stage, [
       {
         path: 'usr/bin/nestvirt',
@@ -343,7 +357,8 @@ export async function buildHypervisor(
   });
   await ctx.step('make root disk (mkfs.ext4 -d)', async () => {
     const bytes = await treeSize(stage);
-    const mib = Math.ceil((bytes * 1.15) / (1 << 20)) + 96;
+    // Headroom for what the guest writes (VM state under /var/lib/nestvirt); the raw file is sparse.
+    const mib = Math.ceil((bytes * 1.15) / (1 << 20)) + 512;
     const img = join(dir, rootDiskName(inputsHash(inputs)));
     await writeFile(img, '');
     await ctx.run(

@@ -8,8 +8,10 @@
  *   await seedImage(myHome, 'tiny');     // <myHome>/images/tiny, hard-linked
  *   // now `nestvirt run tiny` with NESTVIRT_HOME=myHome finds it, no rebuild
  *
- * The shared home is $NESTVIRT_TEST_IMAGES, else $TMPDIR/nestvirt-test-images;
- * the .deb cache is $NESTVIRT_CACHE, else <shared home>/cache. Concurrent
+ * The shared home is $NESTVIRT_TEST_IMAGES, else
+ * $TMPDIR/nestvirt-test-images/r<RECIPE_VERSION> (checkouts with another
+ * recipe do not replace each other's images); the .deb cache is
+ * $NESTVIRT_CACHE, else $TMPDIR/nestvirt-test-images/cache. Concurrent
  * test files (separate processes) are safe: the image's lock makes the
  * second one wait for the first one's build, then reuse it.
  */
@@ -19,14 +21,15 @@ import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { run } from '../../src/util/exec.js';
 import { getImage, imageDir } from '../../src/image/store.js';
 import type { ImageSpec } from '../../src/image/types.js';
-import type { BuiltinName } from '../../src/image/recipe.js';
+import { RECIPE_VERSION, type BuiltinName } from '../../src/image/recipe.js';
 import { Files } from '../../src/state/paths.js';
 
 /** The shared NESTVIRT_HOME holding the test images. */
 export const TEST_IMAGES_HOME =
-  process.env.NESTVIRT_TEST_IMAGES || join(tmpdir(), 'nestvirt-test-images');
+  process.env.NESTVIRT_TEST_IMAGES || join(tmpdir(), 'nestvirt-test-images', `r${RECIPE_VERSION}`);
 /** The shared build-input cache (the kernel .deb, the extracted kernel). */
-export const TEST_CACHE = process.env.NESTVIRT_CACHE || join(TEST_IMAGES_HOME, 'cache');
+export const TEST_CACHE =
+  process.env.NESTVIRT_CACHE || join(tmpdir(), 'nestvirt-test-images', 'cache');
 
 export interface TestImage {
   spec: ImageSpec;

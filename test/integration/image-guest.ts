@@ -114,10 +114,14 @@ export class Qga {
   }
 
   /** Connects and synchronises (guest-sync); retries until the agent answers. */
-  static async connect(path: string, timeoutMs: number): Promise<Qga> {
+  static async connect(path: string, timeoutMs: number, proc?: ChildProcess): Promise<Qga> {
     const deadline = performance.now() + timeoutMs;
     let last: unknown;
     while (performance.now() < deadline) {
+      if (proc && (proc.exitCode !== null || proc.signalCode !== null))
+        throw new Error(
+          `QEMU exited (${proc.exitCode ?? proc.signalCode}) before the guest agent answered`,
+        );
       try {
         const sock = await new Promise<Socket>((resolve, reject) => {
           const s = connect(path, () => resolve(s));

@@ -27,7 +27,7 @@ test(
     const h = await bootGuest(spec, { memMiB: 1024, overlay });
     try {
       await waitSerial(h, spec.readyMarker!, 240_000);
-      const qga = await Qga.connect(h.qgaSock, 240_000);
+      const qga = await Qga.connect(h.qgaSock, 240_000, h.proc);
       process.stderr.write(
         `hypervisor: guest agent ${Math.round(performance.now() - h.startedAt)} ms\n`,
       );
@@ -55,6 +55,14 @@ test(
           (r) => r.name === 'tiny',
         );
         assert.equal(tiny?.built, true);
+        // No apt inside: the pre-seeded tiny is used as it is, not rebuilt.
+        const b = await qga.exec('nestvirt image build tiny --json', 240_000);
+        assert.equal(b.code, 0, b.err);
+        assert.equal(
+          (JSON.parse(b.out) as { kernel: string }).kernel,
+          '/var/lib/nestvirt/images/tiny/vmlinux',
+        );
+        assert.doesNotMatch(b.err, /assemble/);
       } finally {
         qga.close();
       }

@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runBin, tempHome } from '../helpers/cli.js';
 import { testImage } from '../helpers/images.js';
 import { bootGuest, Qga, waitSerial } from './image-guest.js';
 import { READY_MARKER } from '../../src/image/recipe.js';
@@ -24,6 +26,12 @@ test(
     const k = await readFile(spec.kernel!);
     assert.equal(k.subarray(0, 4).toString('latin1'), '\x7fELF');
     assert.ok((await stat(spec.initrd!)).size > 1_000_000);
+    // Uncompressed newc cpio (INITRAMFS_COMPRESSION: faster under TCG than gzip).
+    const head = Buffer.alloc(6);
+    const fh = await open(spec.initrd!, 'r');
+    await fh.read(head, 0, 6, 0);
+    await fh.close();
+    assert.equal(head.toString('latin1'), '070701');
     assert.match(spec.inputsHash!, /^[0-9a-f]{32}$/);
   },
 );
@@ -43,7 +51,7 @@ test(
     });
     try {
       const readyMs = await waitSerial(g, READY_MARKER, 120_000);
-      const qga = await Qga.connect(g.qgaSock, 120_000);
+      const qga = await Qga.connect(g.qgaSock, 120_000, g.proc);
       const agentMs = performance.now() - g.startedAt;
       process.stderr.write(
         `tiny: ready marker ${Math.round(readyMs)} ms, guest agent ${Math.round(agentMs)} ms\n`,
@@ -69,6 +77,32 @@ test(
       }
     } finally {
       await g.stop();
+    }
+  },
+);
+
+test(
+  'two concurrent builds of tiny in one home: one builds, the other waits and reuses it',
+  { timeout: 600_000 },
+  async () => {
+    const { cache } = await testImage('tiny');
+    const home = await tempHome();
+    try {
+      const env = { NESTVIRT_HOME: home, NESTVIRT_CACHE: cache };
+      const [a, b] = await Promise.all([
+        runBin(['image', 'build', 'tiny', '--json'], { env, timeoutMs: 600_000 }),
+        runBin(['image', 'build', 'tiny', '--json'], { env, timeoutMs: 600_000 }),
+      ]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(b.code, 0, b.stderr);
+      const sa = JSON.parse(a.stdout) as { createdAt: string; initrd: string };
+      const sb = JSON.parse(b.stdout) as { createdAt: string };
+      assert.equal(sa.createdAt, sb.createdAt);
+      // Exactly one of them assembled the image.
+      assert.equal([a, b].filter((r) => r.stderr.includes('assemble tiny')).length, 1);
+      assert.deepEqual((await readdir(join(home, 'images'))).sort(), ['tiny']);
+    } finally {
+      await rm(home, { recursive: true, force: true });
     }
   },
 );
