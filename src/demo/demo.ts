@@ -166,20 +166,19 @@ export async function runDemo(self: SelfRunner, hooks: DemoHooks, opts: DemoOpti
 
   try {
     // 1. This machine.
-    const report = await step('doctor', 'check this machine (nestvirt doctor)', 0, async () => {
+    await step('doctor', 'check this machine (nestvirt doctor)', 0, async () => {
       const r = await self(['doctor', '--json'], { timeoutMs: 120_000 });
       if (r.code !== 0 && r.code !== 1) throw new StepFailure(0, `doctor failed: ${lastError(r)}`, lastFix(r));
-      return parseJson<DoctorReport>('nestvirt doctor', r.stdout);
+      const report = parseJson<DoctorReport>('nestvirt doctor', r.stdout);
+      hostLevel = report.level;
+      plan = planChain(report, { nested: opts.nested });
+      summary = plan.summary;
+      chain.push({ level: hostLevel, relative: 0, name: 'this machine', role: 'host', runner: plan.hostRunner, accel: null, readyMs: null });
+      if (!plan.possible)
+        throw new StepFailure(0, plan.reason ?? 'no guest can run here', plan.fixes.join('; ') || undefined);
     });
-    hostLevel = report.level;
-    plan = planChain(report, { nested: opts.nested });
-    summary = plan.summary;
-    chain.push({ level: hostLevel, relative: 0, name: 'this machine', role: 'host', runner: plan.hostRunner, accel: null, readyMs: null });
-    if (!plan.possible) {
-      steps[steps.length - 1]!.ok = false;
-      steps[steps.length - 1]!.error = { level: hostLevel, relative: 0, message: plan.reason ?? 'no guest can run here', ...(plan.fixes[0] ? { fix: plan.fixes.join('; ') } : {}) };
-      throw new StepFailure(0, plan.reason ?? 'no guest can run here');
-    }
+    if (!plan) throw new Error('unreachable: no plan after doctor');
+    const p: ChainPlan = plan;
 
     // 2. Images.
     await step('images', 'build the built-in images (tiny, hypervisor)', 0, async (update) => {
@@ -191,7 +190,7 @@ export async function runDemo(self: SelfRunner, hooks: DemoHooks, opts: DemoOpti
     });
 
     // 3. The outer VM.
-    const outerAccel = plan.outerAccel;
+    const outerAccel = p.outerAccel;
     const outerReady = await step('outer', `start ${outerName} from the hypervisor image (${outerAccel}${opts.nested ? ', nesting exposed' : ', no virtualization extensions'})`, 1, async () => {
       const argv = ['run', 'hypervisor', '--name', outerName, '--accel', outerAccel, '--memory', opts.memory, '--cpus', String(opts.cpus), '--wait', '--wait-timeout', String(Math.ceil(opts.stepTimeoutMs / 1000)), '--json'];
       if (opts.nested) argv.push('--nested');

@@ -16,7 +16,13 @@ export interface DoctorReport {
     acceleratedVMs: boolean;
     acceleratedNestedVMs: boolean;
     problems: { id: string; message: string; fix: string }[];
-    fallback?: { accel: string; nestedInGuest?: boolean; reason?: string } | null;
+    fallback?: {
+      accel: string;
+      /** The TCG probe's result: true ran, false failed, null not probed / impossible. */
+      works?: boolean | null;
+      nestedInGuest?: boolean;
+      detail?: string;
+    } | null;
   };
 }
 
@@ -56,7 +62,8 @@ export function planChain(d: DoctorReport, opts: { nested: boolean }): ChainPlan
       summary: 'this machine runs accelerated VMs that nest: both VMs will run under KVM',
     };
   const fb = d.verdict.fallback;
-  if (fb && fb.accel === 'tcg')
+  // The fallback counts only when doctor's TCG probe really ran a guest.
+  if (fb && fb.accel === 'tcg' && fb.works === true)
     return {
       ...base,
       possible: true,
@@ -69,10 +76,14 @@ export function planChain(d: DoctorReport, opts: { nested: boolean }): ChainPlan
     ...base,
     possible: false,
     outerAccel: 'tcg',
-    reason:
-      d.verdict.problems.map((p) => p.message).join('; ') ||
-      'this machine can run no guest: neither KVM nor QEMU TCG works',
-    fixes: d.verdict.problems.map((p) => p.fix).filter(Boolean),
+    reason: [
+      'this machine can run no guest: no usable KVM',
+      fb?.detail ? `and QEMU TCG does not work (${fb.detail})` : 'and QEMU TCG does not work',
+    ].join(' '),
+    fixes: [
+      ...(fb?.detail && /apt-get install/.test(fb.detail) ? ['apt-get install qemu-system-x86'] : []),
+      ...d.verdict.problems.map((p) => p.fix).filter(Boolean),
+    ],
     summary: 'this machine can run no guest',
   };
 }

@@ -9,7 +9,7 @@ const base: DoctorReport = {
   cpu: { arch: 'x86_64', vendor: 'amd', extensions: null },
   kvm: { device: false, module: 'kvm_pvm', nested: null },
   machine: { virtual: true, hypervisor: 'PVM', cloud: null },
-  verdict: { acceleratedVMs: false, acceleratedNestedVMs: false, problems: [{ id: 'kvm.pvm', message: 'PVM only', fix: 'use TCG' }], fallback: { accel: 'tcg', nestedInGuest: true } },
+  verdict: { acceleratedVMs: false, acceleratedNestedVMs: false, problems: [{ id: 'kvm.pvm', message: 'PVM only', fix: 'use TCG' }], fallback: { accel: 'tcg', works: true, nestedInGuest: true } },
 };
 
 test('planChain: which way the chain runs', () => {
@@ -18,6 +18,7 @@ test('planChain: which way the chain runs', () => {
     ['KVM host that nests runs both under KVM', { ...base, level: 0, machine: { virtual: false }, verdict: { acceleratedVMs: true, acceleratedNestedVMs: true, problems: [] } }, { possible: true, outerAccel: 'kvm', hostRunner: 'bare-metal' }],
     ['KVM without nesting still uses TCG outside', { ...base, verdict: { ...base.verdict, acceleratedVMs: true } }, { possible: true, outerAccel: 'tcg' }],
     ['no guest at all', { ...base, verdict: { ...base.verdict, fallback: null } }, { possible: false }],
+    ['TCG probe failed (no QEMU)', { ...base, verdict: { ...base.verdict, fallback: { accel: 'tcg', works: null, detail: 'qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)' } } }, { possible: false }],
   ];
   for (const [name, d, want] of cases) {
     const got = planChain(d, { nested: true });
