@@ -4,7 +4,13 @@
  */
 import type { Command } from './command.js';
 import { versionCommand } from './version.js';
+import { netCommand } from './net.js';
+import { exposeCommand } from './expose.js';
+import { unexposeCommand } from './unexpose.js';
 
 export const commands: Command[] = [
   versionCommand,
+  netCommand,
+  exposeCommand,
+  unexposeCommand,
 ];
