@@ -11,7 +11,8 @@ import { addresses, iptInsert, iptablesForward, nftApply, setSysctl, uplink, typ
 import { exposureIptRules } from './iptables.js';
 import { owners } from './names.js';
 import { exposureChains, exposureRuleset } from './nft.js';
-import { leasedAddress, listAllExposures, readAttachment, readExposures, readNet, vmNetLockPath, writeExposures } from './store.js';
+import { existsSync } from 'node:fs';
+import { vmDir, leasedAddress, listAllExposures, readAttachment, readExposures, readNet, vmNetLockPath, writeExposures } from './store.js';
 import { contains, parseCidr, parseIp } from './subnet.js';
 import { release } from './undo.js';
 import type { Exposure, Proto } from './types.js';
@@ -50,6 +51,8 @@ export interface ExposeOptions {
 /** The current address of a VM on its network (lease, else reservation). */
 async function currentTarget(root: string, vm: string): Promise<{ ip: string; network: string }> {
   const a = await readAttachment(root, vm);
+  if (!a && !existsSync(vmDir(root, vm)))
+    throw new UsageError('vm.not-found', `no VM named ${JSON.stringify(vm)}`, 'see nestvirt ls');
   if (!a)
     throw new UsageError(
       'expose.not-on-network',
@@ -84,8 +87,8 @@ async function applyExposure(ctx: NetCtx, e: Exposure, aliasCidr: string | null,
 /** Exposes a VM's port. Refuses a duplicate or a port already exposed on the same address. */
 export async function expose(ctx: NetCtx & { uid: number }, o: ExposeOptions): Promise<Exposure> {
   return withLock(vmNetLockPath(ctx.root, o.vm), `VM ${o.vm}'s network`, async () => {
-    const target = await currentTarget(ctx.root, o.vm);
     const on = parseOn(o.on, o.port);
+    const target = await currentTarget(ctx.root, o.vm);
     const mine = await readExposures(ctx.root, o.vm);
     if (mine.some((x) => x.port === o.port && x.proto === o.proto))
       throw new UsageError('expose.exists', `port ${o.port}/${o.proto} of VM ${o.vm} is already exposed`, `nestvirt unexpose ${o.vm} ${o.port}${o.proto === 'udp' ? ' --proto udp' : ''}`);
