@@ -71,9 +71,9 @@ export async function attachVm(ctx: NetCtx & { uid: number }, vm: string, networ
       const clash = others.find((x) => x.mac === mac);
       if (clash) throw new UsageError('net.mac-clash', `VM ${vm}'s MAC ${mac} equals VM ${clash.vm}'s on ${network}`, 'rename one of the VMs');
       a = { vm, network, tap: tapName(vm), mac, ip: pickAddress(spec, vm, new Set([...others.map((x) => x.ip), spec.gateway])) };
-      await writeFile(join(netDir(ctx.root, network), NetFiles.hostsDir, vm), hostLine(a));
       await writeAttachment(ctx.root, a);
     }
+    await writeFile(join(netDir(ctx.root, network), NetFiles.hostsDir, vm), hostLine(a), { mode: 0o644 });
     await createTap(ctx, a, spec);
     return { kind: 'tap' as const, ifname: a.tap, mac: a.mac, ip: a.ip, network, bridge: spec.bridge };
   }, { waitMs: 30_000 });

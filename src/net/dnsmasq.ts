@@ -23,7 +23,7 @@ export function domainOf(net: string): string {
 }
 
 /** dnsmasq argv for a network whose files live in `dir`. */
-export function dnsmasqArgv(spec: NetSpec, dir: string, exe = 'dnsmasq'): string[] {
+export function dnsmasqArgv(spec: NetSpec, dir: string, exe = 'dnsmasq', opts: { asRoot?: boolean } = {}): string[] {
   const prefix = parseCidr(spec.subnet).prefix;
   const dom = domainOf(spec.name);
   return [
@@ -45,6 +45,9 @@ export function dnsmasqArgv(spec: NetSpec, dir: string, exe = 'dnsmasq'): string
     '--expand-hosts',
     '--no-hosts',
     '--strict-order',
+    // dnsmasq drops to `nobody`, which must read the hosts directory; where a
+    // parent directory is closed to others (a 0700 home), it keeps root.
+    ...(opts.asRoot ? ['--user=root'] : []),
   ];
 }
 

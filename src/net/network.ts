@@ -3,7 +3,8 @@
  * subnet/nft/dnsmasq/iptables), then apply step by step, recording each
  * change in the ledger as it is made; a failure part-way undoes them all.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { join } from 'node:path';
 import { NotPossibleError, UsageError } from '../errors.js';
 import { applyPlan, type Plan, type Step } from '../host/plan.js';
@@ -95,12 +96,12 @@ export async function planSpec(ctx: NetCtx, o: CreateOptions): Promise<NetSpec> 
 }
 
 /** The plan that brings a network up on the host, each step recording its changes under `net:NAME`. */
-export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: boolean }): Plan {
+export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: boolean; othersCanReach?: boolean }): Plan {
   const owner = owners.net(spec.name);
   const rec = (c: Change[]) => (c.length ? recordChanges(ctx.root, owner, c) : Promise.resolve());
   const dir = netDir(ctx.root, spec.name);
   const prefix = spec.subnet.split('/')[1];
-  const dns = dnsmasqArgv(spec, dir);
+  const dns = dnsmasqArgv(spec, dir, 'dnsmasq', { asRoot: !ipt.othersCanReach });
   const steps: Step[] = [
     {
       title: `create bridge ${spec.bridge} (${spec.gateway}/${prefix}, MTU ${spec.mtu})`,
@@ -144,7 +145,9 @@ export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: 
     title: `start dnsmasq on ${spec.bridge} (DHCP ${spec.dhcpRange.join('–')}, DNS)`,
     shell: [shellQuote(dns)],
     apply: async () => {
-      await mkdir(join(dir, NetFiles.hostsDir), { recursive: true });
+      await mkdir(join(dir, NetFiles.hostsDir), { recursive: true, mode: 0o755 });
+      await chmod(dir, 0o755);
+      await chmod(join(dir, NetFiles.hostsDir), 0o755);
       await rm(join(dir, NetFiles.pid), { force: true });
       await ctx.run(dns, { timeoutMs: 30_000 });
       const pid = await readPid(join(dir, NetFiles.pid));
@@ -153,6 +156,18 @@ export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: 
     },
   });
   return { title: `bring up network ${spec.name}`, steps, notes: [] };
+}
+
+/** True when every directory above `dir` lets others through (dnsmasq runs as nobody). */
+export async function othersCanReach(dir: string): Promise<boolean> {
+  for (let d = dirname(dir); ; d = dirname(d)) {
+    try {
+      if (((await stat(d)).mode & 0o001) === 0) return false;
+    } catch {
+      return false;
+    }
+    if (d === dirname(d)) return true;
+  }
 }
 
 function requireRoot(uid: number): void {
@@ -167,7 +182,7 @@ function requireRoot(uid: number): void {
 /** Applies an up-plan; on failure undoes everything recorded under the owner. */
 async function applyUp(ctx: NetCtx, spec: NetSpec, onStep?: (title: string) => void): Promise<void> {
   const ipt = await iptablesForward(ctx);
-  const plan = upPlan(ctx, spec, ipt);
+  const plan = upPlan(ctx, spec, { ...ipt, othersCanReach: await othersCanReach(netDir(ctx.root, spec.name)) });
   try {
     await applyPlan(plan, { onStep: (s) => onStep?.(s.title) });
   } catch (e) {
