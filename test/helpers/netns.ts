@@ -136,3 +136,24 @@ export async function snapshot(ns: string): Promise<{ nft: unknown; iptables: st
   const ipForward = (await nsRun(ns, ['cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim();
   return { nft, iptables: ipt, links, addrs, ipForward };
 }
+
+/** HTTP GET from inside a namespace (node's fetch); the body, or null on any failure. */
+export async function httpGetIn(ns: string, url: string, timeoutMs = 5000): Promise<string | null> {
+  const script =
+    'fetch(process.argv[1],{signal:AbortSignal.timeout(Number(process.argv[2]))})' +
+    '.then(async r=>{if(!r.ok)process.exit(2);process.stdout.write(await r.text())}).catch(()=>process.exit(1))';
+  const r = await run(['ip', 'netns', 'exec', ns, process.execPath, '-e', script, url, String(timeoutMs)], { check: false, timeoutMs: timeoutMs + 10_000 });
+  return r.code === 0 ? r.stdout : null;
+}
+
+/** Starts a small HTTP server answering `body` inside a namespace; it dies with the namespace. */
+export async function serveIn(ns: string, port: number, body: string): Promise<void> {
+  const script = `require('http').createServer((q,s)=>s.end(process.argv[2])).listen(Number(process.argv[1]),()=>console.log('listening'))`;
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script, String(port), body], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  child.unref();
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (c) => reject(new Error(`server in ${ns} exited ${c}`)));
+  });
+  child.stdout!.destroy();
+}

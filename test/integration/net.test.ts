@@ -6,11 +6,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, chmod, readdir, rm } from 'node:fs/promises';
+import { seedImage } from '../helpers/images.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { run } from '../../src/util/exec.js';
-import { makeTopology, nsNestvirt, nsRun, snapshot, UPLINK, UPLINK_MTU, type Topology } from '../helpers/netns.js';
+import { httpGetIn, serveIn, ALIAS_IP, OUTSIDE_IP, makeTopology, nsNestvirt, nsRun, snapshot, UPLINK, UPLINK_MTU, type Topology } from '../helpers/netns.js';
 
 let topo: Topology;
 let home: string;
@@ -21,6 +22,11 @@ const nv = (args: string[], env?: NodeJS.ProcessEnv) => nsNestvirt(topo.host, ho
 before(async () => {
   topo = await makeTopology();
   home = await mkdtemp(join(tmpdir(), 'nestvirt-net-'));
+  // Like /var/lib/nestvirt: others may traverse it, so dnsmasq can drop to nobody.
+  await chmod(home, 0o755);
+  await seedImage(home, 'tiny');
+  // The seeds' alias address on the host's uplink, set up by the user.
+  await nsRun(topo.host, ['ip', 'addr', 'add', `${ALIAS_IP}/24`, 'dev', UPLINK]);
   // The user's own rules, present before nestvirt: an iptables FORWARD DROP
   // policy (as Docker sets) and an nft table of their own.
   await nsRun(topo.host, ['iptables', '-P', 'FORWARD', 'DROP']);
@@ -104,8 +110,114 @@ describe('network lifecycle', () => {
   });
 });
 
+const fetchIn = httpGetIn;
+// In the guest: busybox wget's -T crashes (busybox 1.35), so `timeout` bounds it.
+
+/** Retries until fn returns non-null (guests under TCG are slow). */
+async function eventually<T>(what: string, fn: () => Promise<T | null>, ms = 90_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== null) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+const PAGE = 'hello from web, a nested VM\n';
+let webIp = '';
+
+describe('VMs on the network (tiny under TCG)', () => {
+  test('run --net lab: two VMs get their reserved addresses by DHCP; ls/info show them', async () => {
+    // One after the other: two TCG guests booting at once on 2 shared cores is slower than in turn.
+    const web = await nv(['run', 'tiny', '--name', 'web', '--net', 'lab', '--wait', '--wait-timeout', '600']);
+    assert.equal(web.code, 0, web.stderr);
+    const client = await nv(['run', 'tiny', '--name', 'client', '--net', 'lab', '--wait', '--wait-timeout', '600']);
+    assert.equal(web.code, 0, web.stderr);
+    assert.equal(client.code, 0, client.stderr);
+    const links = JSON.parse((await nsRun(topo.host, ['ip', '-j', 'link', 'show', 'master', 'nv-lab'])).stdout) as Array<{ ifname: string; mtu: number }>;
+    assert.equal(links.length, 2);
+    for (const l of links) {
+      assert.match(l.ifname, /^nvt-[0-9a-f]{11}$/);
+      assert.equal(l.mtu, UPLINK_MTU);
+    }
+    const leased = await eventually('both DHCP leases', async () => {
+      const ls = JSON.parse((await nv(['ls', '--json'])).stdout) as { vms: Array<{ name: string; addresses: Array<{ ip: string; source: string; network: string }> }> };
+      const all = ls.vms.map((v) => v.addresses[0]);
+      return all.length === 2 && all.every((a) => a?.source === 'lease') ? ls : null;
+    });
+    for (const v of leased.vms) {
+      const nic = JSON.parse((await nv(['info', v.name, '--json'])).stdout);
+      assert.equal(nic.addresses[0].ip, v.addresses[0]!.ip);
+      assert.equal(nic.addresses[0].network, 'lab');
+      assert.match(nic.addresses[0].ip, /^10\.200\.0\.([2-9]|[1-9][0-9]|1[01][0-9]|12[0-7])$/, 'the reservation, not the dynamic range');
+    }
+    webIp = leased.vms.find((v) => v.name === 'web')!.addresses[0]!.ip;
+    const netls = JSON.parse((await nv(['net', 'ls', '--json'])).stdout);
+    assert.deepEqual(netls.networks[0].vms.map((v: { vm: string }) => v.vm).sort(), ['client', 'web']);
+  });
+
+  test('the host reaches the VM; the VM reaches outside through NAT despite the FORWARD DROP policy', async () => {
+    const serve = await nv(['exec', 'web', '--', 'sh', '-c', `mkdir -p /www && printf '${PAGE.replace(/\n/g, '\\n')}' > /www/index.html && busybox httpd -p 8000 -h /www`]);
+    assert.equal(serve.code, 0, serve.stderr);
+    assert.equal(await eventually('web from the host', () => fetchIn(topo.host, `http://${webIp}:8000/`)), PAGE);
+    // A server on the outside machine; the client VM fetches it (masquerade).
+    await serveIn(topo.outside, 8080, 'outside-page\n');
+    const out = await nv(['exec', 'client', '--', 'timeout', '20', 'wget', '-q', '-O', '-', `http://${OUTSIDE_IP}:8080/`]);
+    assert.equal(out.code, 0, out.stderr + out.stdout);
+    assert.match(out.stdout, /outside-page/);
+  });
+
+  test('expose --on ALIAS: reachable from outside, from the host and (hairpin) from the other VM', async () => {
+    const r = await nv(['expose', 'web', '8000', '--on', ALIAS_IP, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const { exposure } = JSON.parse(r.stdout);
+    assert.deepEqual({ ...exposure, created: undefined }, {
+      vm: 'web', port: 8000, proto: 'tcp', onAddr: ALIAS_IP, onPort: 8000, target: webIp, network: 'lab', addedAlias: null, created: undefined,
+    });
+    assert.equal(await fetchIn(topo.outside, `http://${ALIAS_IP}:8000/`), PAGE, 'from the outside machine');
+    assert.equal(await fetchIn(topo.host, `http://${ALIAS_IP}:8000/`), PAGE, 'from the host itself');
+    const direct = await nv(['exec', 'client', '--', 'timeout', '20', 'wget', '-q', '-O', '-', `http://${webIp}:8000/`]);
+    assert.equal(direct.stdout, PAGE, 'VM to VM on the bridge');
+    const hair = await nv(['exec', 'client', '--', 'timeout', '20', 'wget', '-q', '-O', '-', `http://${ALIAS_IP}:8000/`]);
+    assert.equal(hair.stdout, PAGE, 'VM to VM through the alias (hairpin)');
+    const ipt = (await nsRun(topo.host, ['iptables', '-S', 'FORWARD'])).stdout;
+    assert.match(ipt, /nestvirt:expose:web:8000\/tcp/);
+    assert.equal((await nv(['net', 'doctor', 'lab'])).code, 0);
+    const dup = await nv(['expose', 'web', '8000']);
+    assert.equal(dup.code, 2);
+    assert.match(dup.stderr, /already exposed/);
+  });
+
+  test('--add-alias adds the address and rm takes exposure and alias with the VM; stop removes the tap', async () => {
+    const r = await nv(['expose', 'client', '8000', '--on', '198.51.100.9:9000', '--add-alias']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match((await nsRun(topo.host, ['ip', '-4', 'addr', 'show', 'dev', UPLINK])).stdout, /198\.51\.100\.9\/24/);
+    const tapsBefore = (await nsRun(topo.host, ['ip', '-j', 'link', 'show', 'master', 'nv-lab'])).stdout;
+    assert.equal(JSON.parse(tapsBefore).length, 2);
+    assert.equal((await nv(['stop', 'client', '--force'])).code, 0);
+    assert.equal(JSON.parse((await nsRun(topo.host, ['ip', '-j', 'link', 'show', 'master', 'nv-lab'])).stdout).length, 1, 'stopped VM has no tap');
+    assert.equal((await nv(['rm', 'client'])).code, 0);
+    assert.doesNotMatch((await nsRun(topo.host, ['ip', '-4', 'addr', 'show', 'dev', UPLINK])).stdout, /198\.51\.100\.9/);
+    assert.doesNotMatch((await nsRun(topo.host, ['nft', 'list', 'table', 'inet', 'nestvirt'])).stdout, /client/);
+  });
+
+  test('net rm refuses while a VM is on the network; unexpose removes exactly its rules', async () => {
+    const busy = await nv(['net', 'rm', 'lab']);
+    assert.equal(busy.code, 2);
+    assert.match(busy.stderr, /used by VM\(s\): web/);
+    const u = await nv(['unexpose', 'web', '8000']);
+    assert.equal(u.code, 0, u.stderr);
+    assert.equal(await fetchIn(topo.outside, `http://${ALIAS_IP}:8000/`), null);
+    assert.doesNotMatch((await nsRun(topo.host, ['iptables', '-S', 'FORWARD'])).stdout, /expose/);
+    assert.equal((await nv(['rm', '--force', 'web'])).code, 0);
+  });
+});
+
 describe('teardown', () => {
   test('net rm: the namespace is exactly as before', async () => {
+    // VMs an earlier failed test may have left (a passing run removed them already).
+    await nv(['rm', '--force', 'web', 'client']);
     const r = await nv(['net', 'rm', 'lab']);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await snapshot(topo.host), baseline);
