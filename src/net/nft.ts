@@ -42,7 +42,7 @@ export function networkRuleset(spec: NetSpec): string {
   const lines = [`add table ${T}`, `add chain ${T} ${fwd} { ${HOOKS.fwd} }`];
   if (spec.nat) {
     lines.push(
-      `add rule ${T} ${fwd} iifname != "${spec.bridge}" oifname "${spec.bridge}" ct state new ct status != dnat drop ${c}`,
+      `add rule ${T} ${fwd} iifname != "${spec.bridge}" oifname "${spec.bridge}" ct state new ct status & dnat == 0 drop ${c}`,
     );
     const nat = netChain('nat', spec.name);
     lines.push(

@@ -113,7 +113,7 @@ test('network nft ruleset: own table, chains <purpose>.<net>, masquerade only wi
     [
       'add table inet nestvirt',
       'add chain inet nestvirt fwd.lab { type filter hook forward priority filter; policy accept; }',
-      'add rule inet nestvirt fwd.lab iifname != "nv-lab" oifname "nv-lab" ct state new ct status != dnat drop comment "nestvirt:net:lab"',
+      'add rule inet nestvirt fwd.lab iifname != "nv-lab" oifname "nv-lab" ct state new ct status & dnat == 0 drop comment "nestvirt:net:lab"',
       'add chain inet nestvirt nat.lab { type nat hook postrouting priority srcnat; policy accept; }',
       'add rule inet nestvirt nat.lab ip saddr 10.200.0.0/24 ip daddr != 10.200.0.0/24 masquerade comment "nestvirt:net:lab"',
       '',
