@@ -123,7 +123,9 @@ const [mode, home, ...rest] = process.argv.slice(2);
 if (mode === '--inside') await inside(home!);
 else if (mode === '--attach') for (const n of rest) await attachVm({ root: home!, run, uid: 0 }, n, 'bench');
 else if (mode === '--release') for (const n of rest) await releaseVm({ root: home!, run }, n);
-else {
-  await exposeBench();
+else if (mode === '--throughput-only') await throughputBench();
+else if (mode === '--expose-only') await exposeBench();
+else if (!mode) {
   await throughputBench();
+  await exposeBench();
 }
