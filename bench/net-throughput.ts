@@ -66,13 +66,19 @@ async function receiveOn(port: number, ready: () => void): Promise<{ bytes: numb
 
 function inNs(ns: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const c = spawn('ip', ['netns', 'exec', ns, process.execPath, fileURLToPath(import.meta.url), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(
+      'ip',
+      ['netns', 'exec', ns, process.execPath, fileURLToPath(import.meta.url), ...args],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     c.stdout.on('data', (b: Buffer) => {
       out += b.toString();
       if (out.includes('listening\n')) c.emit('listening');
     });
-    c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${args.join(' ')} exited ${code}`))));
+    c.on('close', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${args.join(' ')} exited ${code}`)),
+    );
   });
 }
 
@@ -91,12 +97,23 @@ async function measure(
     const l = await nv(['exec', vm, '--', 'sh', '-c', 'nc -l -p 5001 > /dev/null 2>&1 &']);
     if (l.code !== 0) throw new Error(l.stderr);
     await new Promise((r) => setTimeout(r, 1500));
-    const secs = Number((await inNs(ns, ['--send', guestSinkAddr.host, String(guestSinkAddr.port)])).trim());
+    const secs = Number(
+      (await inNs(ns, ['--send', guestSinkAddr.host, String(guestSinkAddr.port)])).trim(),
+    );
     inRates.push(SIZE / MB / secs);
     // guest → host: a receiver in the namespace, the guest's nc as the source.
     const recv = inNs(ns, ['--recv', '5002']);
     await new Promise((r) => setTimeout(r, 1000));
-    const src = await nv(['exec', vm, '--timeout', '300', '--', 'sh', '-c', `dd if=/dev/zero bs=65536 count=${SIZE / 65536} 2>/dev/null | nc ${hostFromGuest} 5002`]);
+    const src = await nv([
+      'exec',
+      vm,
+      '--timeout',
+      '300',
+      '--',
+      'sh',
+      '-c',
+      `dd if=/dev/zero bs=65536 count=${SIZE / 65536} 2>/dev/null | nc ${hostFromGuest} 5002`,
+    ]);
     if (src.code !== 0) throw new Error(src.stderr);
     const r = JSON.parse((await recv).trim().split('\n').pop()!) as { bytes: number; s: number };
     outRates.push(r.bytes / MB / r.s);
@@ -116,25 +133,53 @@ export async function throughputBench(): Promise<void> {
     for (const a of [
       ['net', 'create', 'tp'],
       ['run', 'tiny', '--name', 'tp-bridge', '--net', 'tp', '--wait', '--wait-timeout', '600'],
-      ['run', 'tiny', '--name', 'tp-user', '--net', 'user', '--port', '5001:5001', '--wait', '--wait-timeout', '600'],
+      [
+        'run',
+        'tiny',
+        '--name',
+        'tp-user',
+        '--net',
+        'user',
+        '--port',
+        '5001:5001',
+        '--wait',
+        '--wait-timeout',
+        '600',
+      ],
     ]) {
       const r = await nv(a);
       if (r.code !== 0) throw new Error(`${a.join(' ')}: ${r.stderr}`);
     }
     let ip = '';
     for (let i = 0; i < 60 && !ip; i++) {
-      const info = JSON.parse((await nv(['info', 'tp-bridge', '--json'])).stdout) as { addresses: { ip: string; source: string }[] };
+      const info = JSON.parse((await nv(['info', 'tp-bridge', '--json'])).stdout) as {
+        addresses: { ip: string; source: string }[];
+      };
       if (info.addresses[0]?.source === 'lease') ip = info.addresses[0].ip;
       else await new Promise((r) => setTimeout(r, 1000));
     }
     const gw = JSON.parse((await nv(['net', 'ls', '--json'])).stdout).networks[0].gateway as string;
     const bridge = await measure(topo.host, home, 'tp-bridge', { host: ip, port: 5001 }, gw);
     // User-mode: host→guest through the --port forward on 127.0.0.1; guest→host via slirp's 10.0.2.2.
-    const user = await measure(topo.host, home, 'tp-user', { host: '127.0.0.1', port: 5001 }, '10.0.2.2');
-    console.log(`throughput host↔guest, ${SIZE / MB} MiB per transfer, median of ${RUNS}, tiny under TCG:`);
-    console.log(`  bridge (tap on nv-tp):      host→guest ${bridge.in.toFixed(1)} MiB/s, guest→host ${bridge.out.toFixed(1)} MiB/s`);
-    console.log(`  user-mode (QEMU slirp):     host→guest ${user.in.toFixed(1)} MiB/s, guest→host ${user.out.toFixed(1)} MiB/s`);
-    console.log(`  ratio bridge / user-mode:   host→guest ×${(bridge.in / user.in).toFixed(2)}, guest→host ×${(bridge.out / user.out).toFixed(2)}`);
+    const user = await measure(
+      topo.host,
+      home,
+      'tp-user',
+      { host: '127.0.0.1', port: 5001 },
+      '10.0.2.2',
+    );
+    console.log(
+      `throughput host↔guest, ${SIZE / MB} MiB per transfer, median of ${RUNS}, tiny under TCG:`,
+    );
+    console.log(
+      `  bridge (tap on nv-tp):      host→guest ${bridge.in.toFixed(1)} MiB/s, guest→host ${bridge.out.toFixed(1)} MiB/s`,
+    );
+    console.log(
+      `  user-mode (QEMU slirp):     host→guest ${user.in.toFixed(1)} MiB/s, guest→host ${user.out.toFixed(1)} MiB/s`,
+    );
+    console.log(
+      `  ratio bridge / user-mode:   host→guest ×${(bridge.in / user.in).toFixed(2)}, guest→host ×${(bridge.out / user.out).toFixed(2)}`,
+    );
     await nv(['rm', '--force', 'tp-bridge', 'tp-user']);
     await nv(['net', 'rm', 'tp']);
     const same = JSON.stringify(await snapshot(topo.host)) === JSON.stringify(before);

@@ -69,13 +69,25 @@ async function exposeBench(): Promise<void> {
     const before = await snapshot(topo.host);
     const self = fileURLToPath(import.meta.url);
     const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn('ip', ['netns', 'exec', topo.host, process.execPath, self, '--inside', home], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const c = spawn(
+        'ip',
+        ['netns', 'exec', topo.host, process.execPath, self, '--inside', home],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       let s = '';
       c.stdout.on('data', (b: Buffer) => (s += b.toString()));
-      c.on('close', (code) => (code === 0 ? resolve(s) : reject(new Error(`inside run exited ${code}`))));
+      c.on('close', (code) =>
+        code === 0 ? resolve(s) : reject(new Error(`inside run exited ${code}`)),
+      );
     });
-    const r = JSON.parse(out.trim().split('\n').pop()!) as { attachMs: number; expose: number[]; unexpose: number[] };
-    console.log(`expose/unexpose, ${VMS} VMs on one network, ${CYCLES} cycles (library calls in the namespace; guests not booted):`);
+    const r = JSON.parse(out.trim().split('\n').pop()!) as {
+      attachMs: number;
+      expose: number[];
+      unexpose: number[];
+    };
+    console.log(
+      `expose/unexpose, ${VMS} VMs on one network, ${CYCLES} cycles (library calls in the namespace; guests not booted):`,
+    );
     console.log(`  define VM on network (tap + reservation): ${r.attachMs.toFixed(1)} ms per VM`);
     console.log(`  expose:   ${stats(r.expose)}`);
     console.log(`  unexpose: ${stats(r.unexpose)}`);
@@ -85,8 +97,23 @@ async function exposeBench(): Promise<void> {
     const ctxNames = Array.from({ length: VMS }, (_, i) => `vm${i}`);
     // Define the VMs' NICs through the library inside the namespace again.
     await new Promise<void>((resolve, reject) => {
-      const c = spawn('ip', ['netns', 'exec', topo.host, process.execPath, fileURLToPath(import.meta.url), '--attach', home, ...ctxNames], { stdio: 'inherit' });
-      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`attach exited ${code}`))));
+      const c = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          topo.host,
+          process.execPath,
+          fileURLToPath(import.meta.url),
+          '--attach',
+          home,
+          ...ctxNames,
+        ],
+        { stdio: 'inherit' },
+      );
+      c.on('close', (code) =>
+        code === 0 ? resolve() : reject(new Error(`attach exited ${code}`)),
+      );
     });
     const cex: number[] = [];
     const cun: number[] = [];
@@ -105,13 +132,30 @@ async function exposeBench(): Promise<void> {
     console.log(`  CLI expose:   ${stats(cex)}   (one cycle, bin/nestvirt per call)`);
     console.log(`  CLI unexpose: ${stats(cun)}`);
     await new Promise<void>((resolve, reject) => {
-      const c = spawn('ip', ['netns', 'exec', topo.host, process.execPath, fileURLToPath(import.meta.url), '--release', home, ...ctxNames], { stdio: 'inherit' });
-      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`release exited ${code}`))));
+      const c = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          topo.host,
+          process.execPath,
+          fileURLToPath(import.meta.url),
+          '--release',
+          home,
+          ...ctxNames,
+        ],
+        { stdio: 'inherit' },
+      );
+      c.on('close', (code) =>
+        code === 0 ? resolve() : reject(new Error(`release exited ${code}`)),
+      );
     });
     await nv(['net', 'rm', 'bench']);
     const after = await snapshot(topo.host);
     const same = JSON.stringify(after) === JSON.stringify(before);
-    console.log(`  leftovers after all cycles: ${same ? 'none (nft ruleset, iptables, links, addresses, ip_forward as before)' : 'YES'}`);
+    console.log(
+      `  leftovers after all cycles: ${same ? 'none (nft ruleset, iptables, links, addresses, ip_forward as before)' : 'YES'}`,
+    );
     if (!same) process.exitCode = 1;
   } finally {
     await topo.destroy();
@@ -121,7 +165,8 @@ async function exposeBench(): Promise<void> {
 
 const [mode, home, ...rest] = process.argv.slice(2);
 if (mode === '--inside') await inside(home!);
-else if (mode === '--attach') for (const n of rest) await attachVm({ root: home!, run, uid: 0 }, n, 'bench');
+else if (mode === '--attach')
+  for (const n of rest) await attachVm({ root: home!, run, uid: 0 }, n, 'bench');
 else if (mode === '--release') for (const n of rest) await releaseVm({ root: home!, run }, n);
 else if (mode === '--throughput-only') await throughputBench();
 else if (mode === '--expose-only') await exposeBench();

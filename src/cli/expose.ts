@@ -24,7 +24,20 @@ const ls: Command = {
     const list = await listAllExposures(stateRoot(ctx.env, ctx.uid));
     if (bool(args, 'json')) printJson(ctx.out, { exposures: list });
     else if (!list.length) println(ctx.out, 'no exposed ports');
-    else println(ctx.out, table([['VM', 'PORT', 'ON', 'TARGET', 'NETWORK'], ...list.map((e) => [e.vm, `${e.port}/${e.proto}`, onText(e), `${e.target}:${e.port}`, e.network])]));
+    else
+      println(
+        ctx.out,
+        table([
+          ['VM', 'PORT', 'ON', 'TARGET', 'NETWORK'],
+          ...list.map((e) => [
+            e.vm,
+            `${e.port}/${e.proto}`,
+            onText(e),
+            `${e.target}:${e.port}`,
+            e.network,
+          ]),
+        ]),
+      );
     return 0;
   },
 };
@@ -42,16 +55,23 @@ export const exposeCommand: Command = {
     'Without --on the port is exposed on every address of the host (not 127.0.0.1).',
     '',
     'examples:',
-    '  nestvirt expose web 8000 --on 10.0.0.5        the seeds\' alias IP (must be on the host)',
+    "  nestvirt expose web 8000 --on 10.0.0.5        the seeds' alias IP (must be on the host)",
     '  nestvirt expose web 8000 --on 10.0.0.5 --add-alias   add the alias to the uplink too',
     '  nestvirt expose web 80 --on :8080             host port 8080 on every address',
     '  nestvirt expose dns 53 --proto udp',
   ].join('\n'),
   positionals: [2, 2],
   flags: {
-    on: { type: 'string', arg: 'ADDR[:PORT]', help: 'address and/or host port (default: every address, same port)' },
+    on: {
+      type: 'string',
+      arg: 'ADDR[:PORT]',
+      help: 'address and/or host port (default: every address, same port)',
+    },
     proto: { type: 'string', arg: 'tcp|udp', help: 'protocol (default tcp)' },
-    'add-alias': { type: 'boolean', help: 'add ADDR to the uplink when missing (removed with the exposure)' },
+    'add-alias': {
+      type: 'boolean',
+      help: 'add ADDR to the uplink when missing (removed with the exposure)',
+    },
     json: { type: 'boolean', help: 'print {exposure: {...}}' },
   },
   sub: [ls],
@@ -59,10 +79,20 @@ export const exposeCommand: Command = {
     const [vm, portS] = args.positionals as [string, string];
     const e = await expose(
       { root: stateRoot(ctx.env, ctx.uid), run: ctx.run, uid: ctx.uid },
-      { vm, port: parsePort(portS), proto: parseProto(str(args, 'proto')), on: str(args, 'on'), addAlias: bool(args, 'add-alias') },
+      {
+        vm,
+        port: parsePort(portS),
+        proto: parseProto(str(args, 'proto')),
+        on: str(args, 'on'),
+        addAlias: bool(args, 'add-alias'),
+      },
     );
     if (bool(args, 'json')) printJson(ctx.out, { exposure: e });
-    else println(ctx.out, `${vm} ${e.port}/${e.proto} exposed on ${onText(e)} → ${e.target}:${e.port}${e.addedAlias ? ` (alias ${e.addedAlias.addr} added to ${e.addedAlias.dev})` : ''}`);
+    else
+      println(
+        ctx.out,
+        `${vm} ${e.port}/${e.proto} exposed on ${onText(e)} → ${e.target}:${e.port}${e.addedAlias ? ` (alias ${e.addedAlias.addr} added to ${e.addedAlias.dev})` : ''}`,
+      );
     return 0;
   },
 };

@@ -23,7 +23,13 @@ async function netJson(ctx: NetCtx, spec: NetSpec) {
   const vms = [];
   for (const a of (await listAttachments(ctx.root)).filter((x) => x.network === spec.name)) {
     const leased = await leasedAddress(ctx.root, spec.name, a.mac);
-    vms.push({ vm: a.vm, ip: leased ?? a.ip, addressSource: leased ? 'lease' : 'reserved', mac: a.mac, tap: a.tap });
+    vms.push({
+      vm: a.vm,
+      ip: leased ?? a.ip,
+      addressSource: leased ? 'lease' : 'reserved',
+      mac: a.mac,
+      tap: a.tap,
+    });
   }
   return { ...spec, status, vms };
 }
@@ -46,7 +52,11 @@ const create: Command = {
   ].join('\n'),
   positionals: [1, 1],
   flags: {
-    subnet: { type: 'string', arg: 'CIDR', help: 'IPv4 subnet (default: first free 10.200-255.x.0/24)' },
+    subnet: {
+      type: 'string',
+      arg: 'CIDR',
+      help: 'IPv4 subnet (default: first free 10.200-255.x.0/24)',
+    },
     mtu: { type: 'string', arg: 'N', help: "bridge and guest MTU (default: the uplink's)" },
     'no-nat': { type: 'boolean', help: 'no masquerade: a routed network' },
     json: { type: 'boolean', help: 'print the network as JSON' },
@@ -54,13 +64,30 @@ const create: Command = {
   async run(args: ParsedArgs, ctx: Context) {
     const n = netCtx(ctx);
     const mtuS = str(args, 'mtu');
-    if (mtuS !== undefined && !/^\d+$/.test(mtuS)) throw new UsageError('net.bad-mtu', `--mtu must be an integer from 576 to 65535, got ${JSON.stringify(mtuS)}`);
+    if (mtuS !== undefined && !/^\d+$/.test(mtuS))
+      throw new UsageError(
+        'net.bad-mtu',
+        `--mtu must be an integer from 576 to 65535, got ${JSON.stringify(mtuS)}`,
+      );
     const progress = new Progress(ctx.out, { quiet: bool(args, 'json') });
     const spec = await progress.step(`create network ${args.positionals[0]}`, async (update) =>
-      createNetwork(n, { name: args.positionals[0]!, subnet: str(args, 'subnet'), mtu: mtuS === undefined ? undefined : Number(mtuS), nat: !bool(args, 'no-nat') }, update),
+      createNetwork(
+        n,
+        {
+          name: args.positionals[0]!,
+          subnet: str(args, 'subnet'),
+          mtu: mtuS === undefined ? undefined : Number(mtuS),
+          nat: !bool(args, 'no-nat'),
+        },
+        update,
+      ),
     );
     if (bool(args, 'json')) printJson(ctx.out, { network: await netJson(n, spec) });
-    else println(ctx.out, `network ${spec.name}: bridge ${spec.bridge}, ${spec.subnet} via ${spec.gateway}, MTU ${spec.mtu} (${spec.mtuSource}${spec.uplink ? ` ${spec.uplink}` : ''})${spec.nat ? ', NAT' : ''}`);
+    else
+      println(
+        ctx.out,
+        `network ${spec.name}: bridge ${spec.bridge}, ${spec.subnet} via ${spec.gateway}, MTU ${spec.mtu} (${spec.mtuSource}${spec.uplink ? ` ${spec.uplink}` : ''})${spec.nat ? ', NAT' : ''}`,
+      );
     return 0;
   },
 };
@@ -85,7 +112,16 @@ const ls: Command = {
     }
     const rows = [['NAME', 'BRIDGE', 'SUBNET', 'GATEWAY', 'MTU', 'NAT', 'STATE', 'VMS']];
     for (const x of nets)
-      rows.push([x.name, x.bridge, x.subnet, x.gateway, String(x.mtu), x.nat ? 'yes' : 'no', x.status.up ? paint(ctx.out, 'green', 'up') : paint(ctx.out, 'red', 'down'), x.vms.map((v) => `${v.vm}=${v.ip}`).join(' ') || '-']);
+      rows.push([
+        x.name,
+        x.bridge,
+        x.subnet,
+        x.gateway,
+        String(x.mtu),
+        x.nat ? 'yes' : 'no',
+        x.status.up ? paint(ctx.out, 'green', 'up') : paint(ctx.out, 'red', 'down'),
+        x.vms.map((v) => `${v.vm}=${v.ip}`).join(' ') || '-',
+      ]);
     println(ctx.out, table(rows));
     return 0;
   },
@@ -96,7 +132,13 @@ const rmCmd: Command = {
   summary: 'remove a network and exactly what it added to the host',
   usage: 'net rm NAME [--force]',
   positionals: [1, 1],
-  flags: { force: { type: 'boolean', help: 'remove even while VMs are attached (their taps lose the bridge)' }, json: { type: 'boolean', help: 'print {removed: NAME}' } },
+  flags: {
+    force: {
+      type: 'boolean',
+      help: 'remove even while VMs are attached (their taps lose the bridge)',
+    },
+    json: { type: 'boolean', help: 'print {removed: NAME}' },
+  },
   async run(args, ctx) {
     await removeNetwork(netCtx(ctx), args.positionals[0]!, bool(args, 'force'));
     if (bool(args, 'json')) printJson(ctx.out, { removed: args.positionals[0] });
@@ -137,7 +179,12 @@ const doctor: Command = {
     let specs: NetSpec[];
     if (args.positionals[0]) {
       const s = await readNet(n.root, args.positionals[0]);
-      if (!s) throw new UsageError('net.not-found', `no network named ${JSON.stringify(args.positionals[0])}`, 'see nestvirt net ls');
+      if (!s)
+        throw new UsageError(
+          'net.not-found',
+          `no network named ${JSON.stringify(args.positionals[0])}`,
+          'see nestvirt net ls',
+        );
       specs = [s];
     } else specs = await listNets(n.root);
     const networks = [];
@@ -147,7 +194,10 @@ const doctor: Command = {
     else {
       if (!specs.length) println(ctx.out, 'no networks');
       for (const x of networks) {
-        println(ctx.out, `${x.problems.length ? paint(ctx.out, 'red', '✗') : paint(ctx.out, 'green', '✓')} ${x.name}`);
+        println(
+          ctx.out,
+          `${x.problems.length ? paint(ctx.out, 'red', '✗') : paint(ctx.out, 'green', '✓')} ${x.name}`,
+        );
         for (const p of x.problems) {
           println(ctx.out, `  ${p.message}`);
           println(ctx.out, `    ${paint(ctx.out, 'yellow', 'fix:')} ${p.fix}`);

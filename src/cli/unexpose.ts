@@ -16,7 +16,12 @@ export const unexposeCommand: Command = {
   },
   async run(args, ctx) {
     const [vm, portS] = args.positionals as [string, string];
-    const e = await unexpose({ root: stateRoot(ctx.env, ctx.uid), run: ctx.run }, vm, parsePort(portS), parseProto(str(args, 'proto')));
+    const e = await unexpose(
+      { root: stateRoot(ctx.env, ctx.uid), run: ctx.run },
+      vm,
+      parsePort(portS),
+      parseProto(str(args, 'proto')),
+    );
     if (bool(args, 'json')) printJson(ctx.out, { removed: e });
     else println(ctx.out, `${vm} ${e.port}/${e.proto} no longer exposed`);
     return 0;

@@ -23,7 +23,12 @@ export function domainOf(net: string): string {
 }
 
 /** dnsmasq argv for a network whose files live in `dir`. */
-export function dnsmasqArgv(spec: NetSpec, dir: string, exe = 'dnsmasq', opts: { asRoot?: boolean } = {}): string[] {
+export function dnsmasqArgv(
+  spec: NetSpec,
+  dir: string,
+  exe = 'dnsmasq',
+  opts: { asRoot?: boolean } = {},
+): string[] {
   const prefix = parseCidr(spec.subnet).prefix;
   const dom = domainOf(spec.name);
   return [
@@ -69,7 +74,12 @@ export function parseLeases(text: string): Lease[] {
   for (const line of text.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length < 4 || !/^\d+$/.test(f[0]!)) continue;
-    out.push({ expiry: Number(f[0]), mac: f[1]!.toLowerCase(), ip: f[2]!, hostname: f[3] === '*' ? null : f[3]! });
+    out.push({
+      expiry: Number(f[0]),
+      mac: f[1]!.toLowerCase(),
+      ip: f[2]!,
+      hostname: f[3] === '*' ? null : f[3]!,
+    });
   }
   return out;
 }

@@ -4,7 +4,18 @@
  */
 import { join } from 'node:path';
 import type { Problem } from './problem.js';
-import { addresses, iptablesForward, links, nftChains, processIs, readPid, readSysctl, takenByHost, uplink, type NetCtx } from './host.js';
+import {
+  addresses,
+  iptablesForward,
+  links,
+  nftChains,
+  processIs,
+  readPid,
+  readSysctl,
+  takenByHost,
+  uplink,
+  type NetCtx,
+} from './host.js';
 import { checkArgv, deleteArgv, insertArgv, networkIptRules } from './iptables.js';
 import { networkChains } from './nft.js';
 import { NetFiles } from './dnsmasq.js';
@@ -30,11 +41,16 @@ async function foreignForwardDrops(ctx: NetCtx): Promise<NftChainJson[]> {
   const r = await ctx.run(['nft', '-j', 'list', 'chains'], { check: false });
   if (r.code !== 0) return [];
   const doc = JSON.parse(r.stdout || '{}') as { nftables?: Array<{ chain?: NftChainJson }> };
-  return (doc.nftables ?? [])
-    .map((o) => o.chain)
-    .filter((c): c is NftChainJson => !!c && c.hook === 'forward' && c.policy === 'drop' && c.table !== 'nestvirt')
-    // iptables-nft's own FORWARD chain is handled through iptables below.
-    .filter((c) => !(c.family === 'ip' && c.table === 'filter' && c.name === 'FORWARD'));
+  return (
+    (doc.nftables ?? [])
+      .map((o) => o.chain)
+      .filter(
+        (c): c is NftChainJson =>
+          !!c && c.hook === 'forward' && c.policy === 'drop' && c.table !== 'nestvirt',
+      )
+      // iptables-nft's own FORWARD chain is handled through iptables below.
+      .filter((c) => !(c.family === 'ip' && c.table === 'filter' && c.name === 'FORWARD'))
+  );
 }
 
 /** Checks one network. */
@@ -42,19 +58,38 @@ export async function diagnoseNetwork(ctx: NetCtx, spec: NetSpec): Promise<Probl
   const p: Problem[] = [];
   const [bridge] = await links(ctx, spec.bridge);
   if (!bridge)
-    p.push({ id: 'net.bridge-missing', message: `bridge ${spec.bridge} of network ${spec.name} does not exist (host rebooted?)`, fix: `nestvirt net up ${spec.name}` });
+    p.push({
+      id: 'net.bridge-missing',
+      message: `bridge ${spec.bridge} of network ${spec.name} does not exist (host rebooted?)`,
+      fix: `nestvirt net up ${spec.name}`,
+    });
   else if (!(bridge.flags ?? []).includes('UP'))
-    p.push({ id: 'net.bridge-down', message: `bridge ${spec.bridge} is down`, fix: `ip link set dev ${spec.bridge} up` });
+    p.push({
+      id: 'net.bridge-down',
+      message: `bridge ${spec.bridge} is down`,
+      fix: `ip link set dev ${spec.bridge} up`,
+    });
   const pid = await readPid(join(netDir(ctx.root, spec.name), NetFiles.pid));
   if (!(pid !== null && (await processIs(ctx, pid, 'dnsmasq'))))
-    p.push({ id: 'net.dnsmasq-down', message: `dnsmasq for ${spec.name} is not running: guests get no DHCP/DNS`, fix: `nestvirt net up ${spec.name}` });
+    p.push({
+      id: 'net.dnsmasq-down',
+      message: `dnsmasq for ${spec.name} is not running: guests get no DHCP/DNS`,
+      fix: `nestvirt net up ${spec.name}`,
+    });
   if ((await readSysctl(ctx, 'net.ipv4.ip_forward')) !== '1')
-    p.push({ id: 'net.ip-forward-off', message: 'net.ipv4.ip_forward is 0: the host does not route guest traffic', fix: 'sysctl -w net.ipv4.ip_forward=1' });
+    p.push({
+      id: 'net.ip-forward-off',
+      message: 'net.ipv4.ip_forward is 0: the host does not route guest traffic',
+      fix: 'sysctl -w net.ipv4.ip_forward=1',
+    });
   const have = new Set(await nftChains(ctx));
   const missing = networkChains(spec).filter((c) => !have.has(c));
   if (missing.length)
     p.push({
-      id: spec.nat && missing.includes(`nat.${spec.name}`) ? 'net.masquerade-missing' : 'net.rules-missing',
+      id:
+        spec.nat && missing.includes(`nat.${spec.name}`)
+          ? 'net.masquerade-missing'
+          : 'net.rules-missing',
       message: `nft chain(s) ${missing.join(', ')} of table inet nestvirt are missing${spec.nat ? ': guest traffic leaves unmasqueraded' : ''}`,
       fix: `nestvirt net up ${spec.name}`,
     });
@@ -71,13 +106,17 @@ export async function diagnoseNetwork(ctx: NetCtx, spec: NetSpec): Promise<Probl
         });
     }
     const firstOurs = ipt.rules.findIndex((r) => r.includes('nestvirt:'));
-    const shadow = ipt.rules.findIndex((r) => / -j (DROP|REJECT)/.test(r) && !r.includes('nestvirt:'));
+    const shadow = ipt.rules.findIndex(
+      (r) => / -j (DROP|REJECT)/.test(r) && !r.includes('nestvirt:'),
+    );
     if (firstOurs >= 0 && shadow >= 0 && shadow < firstOurs)
       p.push({
         id: 'net.rule-shadowed',
         message: `${ipt.bin} FORWARD rule ${shadow + 1} ("${ipt.rules[shadow]}") comes before nestvirt's accept and can drop guest traffic`,
         fix: networkIptRules(spec)
-          .map((r) => `${shellQuote(deleteArgv(ipt.bin, r))} && ${shellQuote(insertArgv(ipt.bin, r))}`)
+          .map(
+            (r) => `${shellQuote(deleteArgv(ipt.bin, r))} && ${shellQuote(insertArgv(ipt.bin, r))}`,
+          )
           .join('; '),
       });
   }
@@ -92,7 +131,8 @@ export async function diagnoseNetwork(ctx: NetCtx, spec: NetSpec): Promise<Probl
   if (brnf === '1' && ipt.filters && p.some((x) => x.id === 'net.forward-drop'))
     p.push({
       id: 'net.br-netfilter',
-      message: 'br_netfilter passes bridged traffic through iptables (bridge-nf-call-iptables=1): guests on the same bridge are filtered too',
+      message:
+        'br_netfilter passes bridged traffic through iptables (bridge-nf-call-iptables=1): guests on the same bridge are filtered too',
       fix: 'sysctl -w net.bridge.bridge-nf-call-iptables=0  (or accept the bridge in FORWARD, as above)',
     });
   // MTU: the bridge against the uplink, and each tap against the bridge.
@@ -104,21 +144,41 @@ export async function diagnoseNetwork(ctx: NetCtx, spec: NetSpec): Promise<Probl
       fix: `ip link set dev ${spec.bridge} mtu ${up.mtu}  (and restart the VMs so they get the new MTU by DHCP)`,
     });
   if (bridge)
-    for (const l of (await links(ctx)).filter((x) => x.master === spec.bridge && x.mtu !== bridge.mtu))
-      p.push({ id: 'net.mtu-mismatch', message: `port ${l.ifname} of ${spec.bridge} has MTU ${l.mtu}, the bridge ${bridge.mtu}`, fix: `ip link set dev ${l.ifname} mtu ${bridge.mtu}` });
+    for (const l of (await links(ctx)).filter(
+      (x) => x.master === spec.bridge && x.mtu !== bridge.mtu,
+    ))
+      p.push({
+        id: 'net.mtu-mismatch',
+        message: `port ${l.ifname} of ${spec.bridge} has MTU ${l.mtu}, the bridge ${bridge.mtu}`,
+        fix: `ip link set dev ${l.ifname} mtu ${bridge.mtu}`,
+      });
   // Overlaps with routes/addresses that are not the bridge's own.
   const hit = firstOverlap(parseCidr(spec.subnet), await takenByHost(ctx, spec.bridge));
   if (hit)
-    p.push({ id: 'net.subnet-overlap', message: `subnet ${spec.subnet} of ${spec.name} overlaps ${hit.what}: replies may take the wrong route`, fix: `nestvirt net rm ${spec.name} && nestvirt net create ${spec.name}  (a free subnet is picked)` });
+    p.push({
+      id: 'net.subnet-overlap',
+      message: `subnet ${spec.subnet} of ${spec.name} overlaps ${hit.what}: replies may take the wrong route`,
+      fix: `nestvirt net rm ${spec.name} && nestvirt net create ${spec.name}  (a free subnet is picked)`,
+    });
   // Exposures on addresses that are no longer here.
   const local = new Set((await addresses(ctx)).map((a) => a.local));
-  const vms = new Set((await listAttachments(ctx.root)).filter((a) => a.network === spec.name).map((a) => a.vm));
+  const vms = new Set(
+    (await listAttachments(ctx.root)).filter((a) => a.network === spec.name).map((a) => a.vm),
+  );
   for (const e of (await listAllExposures(ctx.root)).filter((x) => vms.has(x.vm))) {
     if (e.onAddr && !local.has(e.onAddr))
-      p.push({ id: 'expose.address-missing', message: `${e.vm} ${e.port}/${e.proto} is exposed on ${e.onAddr}, which is not an address of this host`, fix: `ip addr add ${e.onAddr}/32 dev ${up?.dev ?? 'UPLINK'}` });
+      p.push({
+        id: 'expose.address-missing',
+        message: `${e.vm} ${e.port}/${e.proto} is exposed on ${e.onAddr}, which is not an address of this host`,
+        fix: `ip addr add ${e.onAddr}/32 dev ${up?.dev ?? 'UPLINK'}`,
+      });
     const chains = [`pre.${e.vm}.${e.port}-${e.proto}`];
     if (!chains.every((c) => have.has(c)))
-      p.push({ id: 'expose.rules-missing', message: `rules of ${owners.expose(e.vm, e.port, e.proto)} are missing`, fix: `nestvirt unexpose ${e.vm} ${e.port} --proto ${e.proto} && nestvirt expose ${e.vm} ${e.port} --proto ${e.proto}${e.onAddr || e.onPort !== e.port ? ` --on ${e.onAddr ?? ''}:${e.onPort}` : ''}` });
+      p.push({
+        id: 'expose.rules-missing',
+        message: `rules of ${owners.expose(e.vm, e.port, e.proto)} are missing`,
+        fix: `nestvirt unexpose ${e.vm} ${e.port} --proto ${e.proto} && nestvirt expose ${e.vm} ${e.port} --proto ${e.proto}${e.onAddr || e.onPort !== e.port ? ` --on ${e.onAddr ?? ''}:${e.onPort}` : ''}`,
+      });
   }
   return p;
 }

@@ -31,7 +31,9 @@ interface IpLink {
 
 /** `ip -j -d link show [dev NAME]`; [] when the link does not exist. */
 export async function links(ctx: NetCtx, name?: string): Promise<IpLink[]> {
-  const r = await ctx.run(['ip', '-j', '-d', 'link', 'show', ...(name ? ['dev', name] : [])], { check: false });
+  const r = await ctx.run(['ip', '-j', '-d', 'link', 'show', ...(name ? ['dev', name] : [])], {
+    check: false,
+  });
   if (r.code !== 0) return [];
   return JSON.parse(r.stdout || '[]') as IpLink[];
 }
@@ -59,9 +61,14 @@ export interface Addr {
 /** IPv4 addresses on this host. */
 export async function addresses(ctx: NetCtx): Promise<Addr[]> {
   const r = await ctx.run(['ip', '-j', '-4', 'addr', 'show'], { check: false });
-  const list = JSON.parse(r.stdout || '[]') as Array<{ ifname: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }>;
+  const list = JSON.parse(r.stdout || '[]') as Array<{
+    ifname: string;
+    addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
+  }>;
   return list.flatMap((l) =>
-    (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ dev: l.ifname, local: a.local, prefixlen: a.prefixlen })),
+    (l.addr_info ?? [])
+      .filter((a) => a.family === 'inet')
+      .map((a) => ({ dev: l.ifname, local: a.local, prefixlen: a.prefixlen })),
   );
 }
 
@@ -69,7 +76,12 @@ export async function addresses(ctx: NetCtx): Promise<Addr[]> {
 export async function takenByHost(ctx: NetCtx, exceptDev?: string): Promise<Taken[]> {
   const out: Taken[] = [];
   const r = await ctx.run(['ip', '-j', '-4', 'route', 'show', 'table', 'all'], { check: false });
-  const routes = JSON.parse(r.stdout || '[]') as Array<{ dst?: string; dev?: string; type?: string; table?: string }>;
+  const routes = JSON.parse(r.stdout || '[]') as Array<{
+    dst?: string;
+    dev?: string;
+    type?: string;
+    table?: string;
+  }>;
   for (const rt of routes) {
     if (!rt.dst || rt.dst === 'default' || rt.dev === exceptDev || rt.dev === 'lo') continue;
     if (rt.type && rt.type !== 'unicast' && rt.type !== 'local') continue;
@@ -126,14 +138,28 @@ export async function nftDropEmptyTable(ctx: NetCtx): Promise<void> {
 /** The iptables front end in use and whether its FORWARD chain can drop our traffic. */
 export async function iptablesForward(
   ctx: NetCtx,
-): Promise<{ bin: string; backend: 'nf_tables' | 'legacy' | 'none'; policy: string; rules: string[]; filters: boolean }> {
-  const none = { bin: 'iptables', backend: 'none' as const, policy: 'ACCEPT', rules: [], filters: false };
+): Promise<{
+  bin: string;
+  backend: 'nf_tables' | 'legacy' | 'none';
+  policy: string;
+  rules: string[];
+  filters: boolean;
+}> {
+  const none = {
+    bin: 'iptables',
+    backend: 'none' as const,
+    policy: 'ACCEPT',
+    rules: [],
+    filters: false,
+  };
   const v = await ctx.run(['iptables', '-V'], { check: false }).catch(() => null);
   if (!v || v.code !== 0) return none;
   const backend = v.stdout.includes('nf_tables') ? 'nf_tables' : 'legacy';
   if (backend === 'nf_tables') {
     // Listing through iptables-nft would create its tables; look with nft first.
-    const t = await ctx.run(['nft', '-j', 'list', 'chain', 'ip', 'filter', 'FORWARD'], { check: false });
+    const t = await ctx.run(['nft', '-j', 'list', 'chain', 'ip', 'filter', 'FORWARD'], {
+      check: false,
+    });
     if (t.code !== 0) return { ...none, backend };
   }
   const s = await ctx.run(['iptables', '-w', '-S', 'FORWARD'], { check: false });

@@ -42,7 +42,12 @@ export function netChain(purpose: 'nat' | 'fwd', net: string): string {
 }
 
 /** nft chain for an exposure's purpose, e.g. `pre.web.8000-tcp`. */
-export function exposeChain(purpose: 'pre' | 'out' | 'post' | 'fwd', vm: string, port: number, proto: string): string {
+export function exposeChain(
+  purpose: 'pre' | 'out' | 'post' | 'fwd',
+  vm: string,
+  port: number,
+  proto: string,
+): string {
   return `${purpose}.${vm}.${port}-${proto}`;
 }
 

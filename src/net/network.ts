@@ -31,7 +31,15 @@ import { insertArgv, networkIptRules } from './iptables.js';
 import { bridgeName, owners } from './names.js';
 import { networkChains, networkRuleset } from './nft.js';
 import { listAttachments, listNets, netDir, netLockPath, readNet } from './store.js';
-import { WELL_KNOWN, allocate, firstOverlap, formatCidr, layout, parseCidr, type Taken } from './subnet.js';
+import {
+  WELL_KNOWN,
+  allocate,
+  firstOverlap,
+  formatCidr,
+  layout,
+  parseCidr,
+  type Taken,
+} from './subnet.js';
 import { release } from './undo.js';
 import type { NetSpec } from './types.js';
 
@@ -52,7 +60,10 @@ export async function takenSubnets(ctx: NetCtx, except?: string): Promise<Taken[
     (t) => !ownBridges.has(/ on (\S+)$/.exec(t.what)?.[1] ?? ''),
   );
   return [
-    ...nets.map((n) => ({ cidr: parseCidr(n.subnet), what: `nestvirt network ${JSON.stringify(n.name)}` })),
+    ...nets.map((n) => ({
+      cidr: parseCidr(n.subnet),
+      what: `nestvirt network ${JSON.stringify(n.name)}`,
+    })),
     ...host,
     ...WELL_KNOWN,
   ];
@@ -70,17 +81,27 @@ export async function planSpec(ctx: NetCtx, o: CreateOptions): Promise<NetSpec> 
       throw new UsageError(
         'net.subnet-overlap',
         `subnet ${formatCidr(cidr)} overlaps ${hit.what} (${formatCidr(hit.cidr)})`,
-        free ? `use a free one: --subnet ${formatCidr(free)}` : 'pick a subnet no route or network uses',
+        free
+          ? `use a free one: --subnet ${formatCidr(free)}`
+          : 'pick a subnet no route or network uses',
       );
     }
   } else {
     cidr = allocate(taken);
-    if (!cidr) throw new NotPossibleError('net.no-free-subnet', 'no free /24 left in 10.200.0.0/16–10.255.0.0/16 or 192.168.200–255', 'pass --subnet CIDR');
+    if (!cidr)
+      throw new NotPossibleError(
+        'net.no-free-subnet',
+        'no free /24 left in 10.200.0.0/16–10.255.0.0/16 or 192.168.200–255',
+        'pass --subnet CIDR',
+      );
   }
   const lay = layout(cidr);
   const up = await uplink(ctx);
   if (o.mtu !== undefined && !(Number.isInteger(o.mtu) && o.mtu >= 576 && o.mtu <= 65535))
-    throw new UsageError('net.bad-mtu', `--mtu must be an integer from 576 to 65535, got ${JSON.stringify(o.mtu)}`);
+    throw new UsageError(
+      'net.bad-mtu',
+      `--mtu must be an integer from 576 to 65535, got ${JSON.stringify(o.mtu)}`,
+    );
   return {
     name: o.name,
     bridge: bridgeName(o.name),
@@ -96,7 +117,11 @@ export async function planSpec(ctx: NetCtx, o: CreateOptions): Promise<NetSpec> 
 }
 
 /** The plan that brings a network up on the host, each step recording its changes under `net:NAME`. */
-export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: boolean; othersCanReach?: boolean }): Plan {
+export function upPlan(
+  ctx: NetCtx,
+  spec: NetSpec,
+  ipt: { bin: string; filters: boolean; othersCanReach?: boolean },
+): Plan {
   const owner = owners.net(spec.name);
   const rec = (c: Change[]) => (c.length ? recordChanges(ctx.root, owner, c) : Promise.resolve());
   const dir = netDir(ctx.root, spec.name);
@@ -125,7 +150,9 @@ export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: 
       apply: async () => rec(await setSysctl(ctx, 'net.ipv4.ip_forward', '1')),
     },
     {
-      title: spec.nat ? `masquerade ${spec.subnet} (nft table inet nestvirt)` : 'forwarding rules (nft table inet nestvirt)',
+      title: spec.nat
+        ? `masquerade ${spec.subnet} (nft table inet nestvirt)`
+        : 'forwarding rules (nft table inet nestvirt)',
       shell: [`nft -f - <<'EOF'\n${networkRuleset(spec)}EOF`],
       apply: async () => {
         await nftApply(ctx, networkRuleset(spec));
@@ -151,7 +178,12 @@ export function upPlan(ctx: NetCtx, spec: NetSpec, ipt: { bin: string; filters: 
       await rm(join(dir, NetFiles.pid), { force: true });
       await ctx.run(dns, { timeoutMs: 30_000 });
       const pid = await readPid(join(dir, NetFiles.pid));
-      if (!pid) throw new NotPossibleError('net.dnsmasq-failed', `dnsmasq for ${spec.name} did not write its pid file`, `see ${join(dir, NetFiles.log)}`);
+      if (!pid)
+        throw new NotPossibleError(
+          'net.dnsmasq-failed',
+          `dnsmasq for ${spec.name} did not write its pid file`,
+          `see ${join(dir, NetFiles.log)}`,
+        );
       await rec([{ kind: 'process', pid, comm: 'dnsmasq' }]);
     },
   });
@@ -180,9 +212,16 @@ function requireRoot(uid: number): void {
 }
 
 /** Applies an up-plan; on failure undoes everything recorded under the owner. */
-async function applyUp(ctx: NetCtx, spec: NetSpec, onStep?: (title: string) => void): Promise<void> {
+async function applyUp(
+  ctx: NetCtx,
+  spec: NetSpec,
+  onStep?: (title: string) => void,
+): Promise<void> {
   const ipt = await iptablesForward(ctx);
-  const plan = upPlan(ctx, spec, { ...ipt, othersCanReach: await othersCanReach(netDir(ctx.root, spec.name)) });
+  const plan = upPlan(ctx, spec, {
+    ...ipt,
+    othersCanReach: await othersCanReach(netDir(ctx.root, spec.name)),
+  });
   try {
     await applyPlan(plan, { onStep: (s) => onStep?.(s.title) });
   } catch (e) {
@@ -198,25 +237,42 @@ export async function createNetwork(
   onStep?: (title: string) => void,
 ): Promise<NetSpec> {
   checkName('net', o.name);
-  if (o.name === 'user') throw new UsageError('net.reserved-name', '"user" names QEMU user-mode networking; pick another network name');
-  return withLock(netLockPath(ctx.root, o.name), `network ${o.name}`, async () => {
-    if (await readNet(ctx.root, o.name))
-      throw new UsageError('net.exists', `network ${JSON.stringify(o.name)} exists`, `remove it first: nestvirt net rm ${o.name}`);
-    const spec = await planSpec(ctx, o);
-    requireRoot(ctx.uid);
-    if (await linkExists(ctx, spec.bridge))
-      throw new NotPossibleError('net.link-exists', `a link named ${spec.bridge} already exists and is not nestvirt's record`, `remove it (ip link del ${spec.bridge}) or pick another name`);
-    const dir = netDir(ctx.root, o.name);
-    try {
-      await mkdir(dir, { recursive: true });
-      await applyUp(ctx, spec, onStep);
-      await writeJson(join(dir, NetFiles.spec), spec);
-    } catch (e) {
-      await rm(dir, { recursive: true, force: true });
-      throw e;
-    }
-    return spec;
-  }, { waitMs: 30_000 });
+  if (o.name === 'user')
+    throw new UsageError(
+      'net.reserved-name',
+      '"user" names QEMU user-mode networking; pick another network name',
+    );
+  return withLock(
+    netLockPath(ctx.root, o.name),
+    `network ${o.name}`,
+    async () => {
+      if (await readNet(ctx.root, o.name))
+        throw new UsageError(
+          'net.exists',
+          `network ${JSON.stringify(o.name)} exists`,
+          `remove it first: nestvirt net rm ${o.name}`,
+        );
+      const spec = await planSpec(ctx, o);
+      requireRoot(ctx.uid);
+      if (await linkExists(ctx, spec.bridge))
+        throw new NotPossibleError(
+          'net.link-exists',
+          `a link named ${spec.bridge} already exists and is not nestvirt's record`,
+          `remove it (ip link del ${spec.bridge}) or pick another name`,
+        );
+      const dir = netDir(ctx.root, o.name);
+      try {
+        await mkdir(dir, { recursive: true });
+        await applyUp(ctx, spec, onStep);
+        await writeJson(join(dir, NetFiles.spec), spec);
+      } catch (e) {
+        await rm(dir, { recursive: true, force: true });
+        throw e;
+      }
+      return spec;
+    },
+    { waitMs: 30_000 },
+  );
 }
 
 export interface NetStatus {
@@ -241,11 +297,19 @@ export async function netStatus(ctx: NetCtx, spec: NetSpec): Promise<NetStatus> 
  * are gone): when anything is missing, undoes what is recorded and brings
  * it up again from its spec. Creates `default` on first use.
  */
-export async function ensureNetwork(ctx: NetCtx & { uid: number }, name: string, onStep?: (t: string) => void): Promise<NetSpec> {
+export async function ensureNetwork(
+  ctx: NetCtx & { uid: number },
+  name: string,
+  onStep?: (t: string) => void,
+): Promise<NetSpec> {
   let spec = await readNet(ctx.root, name);
   if (!spec) {
     if (name !== DEFAULT_NET)
-      throw new UsageError('net.not-found', `no network named ${JSON.stringify(name)}`, `create it: nestvirt net create ${name}  (or use --net default)`);
+      throw new UsageError(
+        'net.not-found',
+        `no network named ${JSON.stringify(name)}`,
+        `create it: nestvirt net create ${name}  (or use --net default)`,
+      );
     try {
       return await createNetwork(ctx, { name, nat: true }, onStep);
     } catch (e) {
@@ -254,32 +318,61 @@ export async function ensureNetwork(ctx: NetCtx & { uid: number }, name: string,
     }
   }
   const s = spec;
-  return withLock(netLockPath(ctx.root, name), `network ${name}`, async () => {
-    if ((await netStatus(ctx, s)).up) return s;
-    requireRoot(ctx.uid);
-    await release(ctx, owners.net(name));
-    const bridgeMtu = s.mtuSource === 'uplink' ? ((await uplink(ctx))?.mtu ?? s.mtu) : s.mtu;
-    const fresh = { ...s, mtu: bridgeMtu };
-    await applyUp(ctx, fresh, onStep);
-    await writeJson(join(netDir(ctx.root, name), NetFiles.spec), fresh);
-    return fresh;
-  }, { waitMs: 30_000 });
+  return withLock(
+    netLockPath(ctx.root, name),
+    `network ${name}`,
+    async () => {
+      if ((await netStatus(ctx, s)).up) return s;
+      requireRoot(ctx.uid);
+      await release(ctx, owners.net(name));
+      const bridgeMtu = s.mtuSource === 'uplink' ? ((await uplink(ctx))?.mtu ?? s.mtu) : s.mtu;
+      const fresh = { ...s, mtu: bridgeMtu };
+      await applyUp(ctx, fresh, onStep);
+      await writeJson(join(netDir(ctx.root, name), NetFiles.spec), fresh);
+      return fresh;
+    },
+    { waitMs: 30_000 },
+  );
 }
 
 /** Removes a network: refuses while VMs are attached (unless force), undoes exactly what was recorded. */
-export async function removeNetwork(ctx: NetCtx & { uid: number }, name: string, force = false): Promise<void> {
-  await withLock(netLockPath(ctx.root, name), `network ${name}`, async () => {
-    const spec = await readNet(ctx.root, name);
-    if (!spec) throw new UsageError('net.not-found', `no network named ${JSON.stringify(name)}`, 'see nestvirt net ls');
-    const users = (await listAttachments(ctx.root)).filter((a) => a.network === name).map((a) => a.vm);
-    if (users.length && !force)
-      throw new UsageError('net.in-use', `network ${name} is used by VM(s): ${users.join(', ')}`, `remove them first (nestvirt rm ${users[0]}), or pass --force`);
-    if ((await readEntry(ctx.root, owners.net(name)))?.changes.length) requireRoot(ctx.uid);
-    const errors = await release(ctx, owners.net(name));
-    if (errors.length)
-      throw new NotPossibleError('net.rm-incomplete', `could not undo everything for network ${name}: ${errors[0]}`, 'fix the cause and run nestvirt net rm again; what is left is recorded');
-    await rm(netDir(ctx.root, name), { recursive: true, force: true });
-  }, { waitMs: 30_000 });
+export async function removeNetwork(
+  ctx: NetCtx & { uid: number },
+  name: string,
+  force = false,
+): Promise<void> {
+  await withLock(
+    netLockPath(ctx.root, name),
+    `network ${name}`,
+    async () => {
+      const spec = await readNet(ctx.root, name);
+      if (!spec)
+        throw new UsageError(
+          'net.not-found',
+          `no network named ${JSON.stringify(name)}`,
+          'see nestvirt net ls',
+        );
+      const users = (await listAttachments(ctx.root))
+        .filter((a) => a.network === name)
+        .map((a) => a.vm);
+      if (users.length && !force)
+        throw new UsageError(
+          'net.in-use',
+          `network ${name} is used by VM(s): ${users.join(', ')}`,
+          `remove them first (nestvirt rm ${users[0]}), or pass --force`,
+        );
+      if ((await readEntry(ctx.root, owners.net(name)))?.changes.length) requireRoot(ctx.uid);
+      const errors = await release(ctx, owners.net(name));
+      if (errors.length)
+        throw new NotPossibleError(
+          'net.rm-incomplete',
+          `could not undo everything for network ${name}: ${errors[0]}`,
+          'fix the cause and run nestvirt net rm again; what is left is recorded',
+        );
+      await rm(netDir(ctx.root, name), { recursive: true, force: true });
+    },
+    { waitMs: 30_000 },
+  );
 }
 
 /** Links of a bridge's ports (taps). */

@@ -93,7 +93,9 @@ export function deleteChains(chains: string[]): string {
 
 /** Chain names of nestvirt's table in `nft -j list table inet nestvirt` output. */
 export function chainsInJson(json: string): string[] {
-  const doc = JSON.parse(json) as { nftables?: Array<{ chain?: { name: string; table: string; family: string } }> };
+  const doc = JSON.parse(json) as {
+    nftables?: Array<{ chain?: { name: string; table: string; family: string } }>;
+  };
   return (doc.nftables ?? [])
     .filter((o) => o.chain && o.chain.table === NFT_TABLE && o.chain.family === NFT_FAMILY)
     .map((o) => o.chain!.name);

@@ -15,8 +15,10 @@ export const VmNetFiles = { nic: 'nic.json', exposures: 'exposures.json' } as co
 
 export const netDir = (root: string, name: string): string => join(root, Dirs.nets, name);
 export const vmDir = (root: string, vm: string): string => join(root, Dirs.vms, vm);
-export const netLockPath = (root: string, name: string): string => join(root, Dirs.locks, `net-${name}.lock`);
-export const vmNetLockPath = (root: string, vm: string): string => join(root, Dirs.locks, `vmnet-${vm}.lock`);
+export const netLockPath = (root: string, name: string): string =>
+  join(root, Dirs.locks, `net-${name}.lock`);
+export const vmNetLockPath = (root: string, vm: string): string =>
+  join(root, Dirs.locks, `vmnet-${vm}.lock`);
 
 export async function readNet(root: string, name: string): Promise<NetSpec | undefined> {
   return readJson<NetSpec>(join(netDir(root, name), NetFiles.spec));
@@ -83,7 +85,11 @@ export async function listAllExposures(root: string): Promise<Exposure[]> {
 }
 
 /** The address dnsmasq leased to a MAC on a network, if any. */
-export async function leasedAddress(root: string, net: string, mac: string): Promise<string | null> {
+export async function leasedAddress(
+  root: string,
+  net: string,
+  mac: string,
+): Promise<string | null> {
   let text = '';
   try {
     text = await readFile(join(netDir(root, net), NetFiles.leases), 'utf8');

@@ -32,7 +32,10 @@ export function parseCidr(s: string, what = 'subnet'): Cidr {
   const ip = m ? parseIp(m[1]!) : undefined;
   const prefix = m ? Number(m[2]) : NaN;
   if (ip === undefined || !(prefix >= 0 && prefix <= 32))
-    throw new UsageError('net.bad-subnet', `${what} must be an IPv4 CIDR like 10.200.0.0/24, got ${JSON.stringify(s)}`);
+    throw new UsageError(
+      'net.bad-subnet',
+      `${what} must be an IPv4 CIDR like 10.200.0.0/24, got ${JSON.stringify(s)}`,
+    );
   if ((ip & ~mask(prefix)) >>> 0 !== 0)
     throw new UsageError(
       'net.bad-subnet',
@@ -61,12 +64,12 @@ export function size(c: Cidr): number {
 }
 
 export function contains(c: Cidr, ip: number): boolean {
-  return ((ip & mask(c.prefix)) >>> 0) === c.base;
+  return (ip & mask(c.prefix)) >>> 0 === c.base;
 }
 
 export function overlaps(a: Cidr, b: Cidr): boolean {
   const p = Math.min(a.prefix, b.prefix);
-  return ((a.base & mask(p)) >>> 0) === ((b.base & mask(p)) >>> 0);
+  return (a.base & mask(p)) >>> 0 === (b.base & mask(p)) >>> 0;
 }
 
 /** Something a new subnet must not overlap, with the reason shown to people. */
@@ -77,7 +80,10 @@ export interface Taken {
 
 /** Well-known networks other tools create on demand; nestvirt keeps away from them. */
 export const WELL_KNOWN: Taken[] = [
-  { cidr: { base: parseIp('192.168.122.0')!, prefix: 24 }, what: "libvirt's default network (virbr0)" },
+  {
+    cidr: { base: parseIp('192.168.122.0')!, prefix: 24 },
+    what: "libvirt's default network (virbr0)",
+  },
   { cidr: { base: parseIp('172.17.0.0')!, prefix: 16 }, what: "Docker's default bridge (docker0)" },
 ];
 
@@ -94,7 +100,8 @@ export function* candidates(prefix = 24): Generator<Cidr> {
     ['192.168.200.0', '192.168.255.255'],
   ];
   for (const [a, b] of starts) {
-    for (let n = parseIp(a)!; n + step - 1 <= parseIp(b)!; n += step) yield { base: n >>> 0, prefix };
+    for (let n = parseIp(a)!; n + step - 1 <= parseIp(b)!; n += step)
+      yield { base: n >>> 0, prefix };
   }
 }
 
@@ -118,8 +125,16 @@ export function netmask(prefix: number): string {
  * Address layout of a network: gateway first host, reservations from the
  * second host up to the middle, the dynamic DHCP range in the upper half.
  */
-export function layout(c: Cidr): { gateway: string; reserved: [number, number]; dynamic: [string, string] } {
-  if (c.prefix > 29) throw new UsageError('net.subnet-too-small', `subnet ${formatCidr(c)} is too small: use /29 or larger`);
+export function layout(c: Cidr): {
+  gateway: string;
+  reserved: [number, number];
+  dynamic: [string, string];
+} {
+  if (c.prefix > 29)
+    throw new UsageError(
+      'net.subnet-too-small',
+      `subnet ${formatCidr(c)} is too small: use /29 or larger`,
+    );
   const n = size(c);
   const mid = Math.floor(n / 2);
   return {

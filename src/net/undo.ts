@@ -7,7 +7,15 @@
 import { listEntries, readEntry, recordChanges, writeEntry, type Change } from '../state/ledger.js';
 import { deleteArgv, checkArgv, type IptRule } from './iptables.js';
 import { deleteChains } from './nft.js';
-import { linkExists, nftChains, nftDropEmptyTable, nftApply, processIs, readSysctl, type NetCtx } from './host.js';
+import {
+  linkExists,
+  nftChains,
+  nftDropEmptyTable,
+  nftApply,
+  processIs,
+  readSysctl,
+  type NetCtx,
+} from './host.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -15,11 +23,14 @@ import { join } from 'node:path';
 export async function undoChange(ctx: NetCtx, c: Change, owner: string): Promise<void> {
   switch (c.kind) {
     case 'link': {
-      if (await linkExists(ctx, c.name as string)) await ctx.run(['ip', 'link', 'del', 'dev', c.name as string]);
+      if (await linkExists(ctx, c.name as string))
+        await ctx.run(['ip', 'link', 'del', 'dev', c.name as string]);
       return;
     }
     case 'addr': {
-      await ctx.run(['ip', 'addr', 'del', c.addr as string, 'dev', c.dev as string], { check: false });
+      await ctx.run(['ip', 'addr', 'del', c.addr as string, 'dev', c.dev as string], {
+        check: false,
+      });
       return;
     }
     case 'nft-chains': {
@@ -44,7 +55,8 @@ export async function undoChange(ctx: NetCtx, c: Change, owner: string): Promise
       const pid = c.pid as number;
       if (await processIs(ctx, pid, c.comm as string)) {
         process.kill(pid, 'SIGTERM');
-        for (let i = 0; i < 100 && (await processIs(ctx, pid, c.comm as string)); i++) await new Promise((r) => setTimeout(r, 20));
+        for (let i = 0; i < 100 && (await processIs(ctx, pid, c.comm as string)); i++)
+          await new Promise((r) => setTimeout(r, 20));
         if (await processIs(ctx, pid, c.comm as string)) process.kill(pid, 'SIGKILL');
       }
       return;
@@ -61,7 +73,10 @@ export async function undoChange(ctx: NetCtx, c: Change, owner: string): Promise
       }
       const cur = await readSysctl(ctx, c.key as string);
       if (cur === c.value && c.prev !== null)
-        await writeFile(join(ctx.proc ?? '/proc', 'sys', ...(c.key as string).split('.')), `${c.prev as string}\n`);
+        await writeFile(
+          join(ctx.proc ?? '/proc', 'sys', ...(c.key as string).split('.')),
+          `${c.prev as string}\n`,
+        );
       return;
     }
     default:
@@ -70,7 +85,11 @@ export async function undoChange(ctx: NetCtx, c: Change, owner: string): Promise
 }
 
 /** Undoes changes in reverse (best effort); returns the ones that failed, in their original order. */
-export async function undoAll(ctx: NetCtx, changes: Change[], owner: string): Promise<{ failed: Change[]; errors: string[] }> {
+export async function undoAll(
+  ctx: NetCtx,
+  changes: Change[],
+  owner: string,
+): Promise<{ failed: Change[]; errors: string[] }> {
   const failed: Change[] = [];
   const errors: string[] = [];
   for (const c of [...changes].reverse()) {

@@ -34,7 +34,12 @@ const uidOf = (d: HookDeps): number => d.uid ?? process.getuid?.() ?? 0;
 export function netResolver(d: HookDeps) {
   let named = 0;
   return async (net: string, vm: string): Promise<NetTapNic> => {
-    if (named++ > 0) throw new UsageError('net.one-network', 'a VM can be on one nestvirt network (plus --net user)', 'drop the second --net NAME');
+    if (named++ > 0)
+      throw new UsageError(
+        'net.one-network',
+        'a VM can be on one nestvirt network (plus --net user)',
+        'drop the second --net NAME',
+      );
     if (uidOf(d) !== 0)
       throw new NotPossibleError(
         'net.not-root',
@@ -42,14 +47,23 @@ export function netResolver(d: HookDeps) {
         'use QEMU user-mode networking instead: --net user --port HOST:GUEST',
       );
     if (net !== DEFAULT_NET && !(await readNet(d.root, net)))
-      throw new UsageError('net.not-found', `--net ${net}: no such network`, `create it: nestvirt net create ${net}  (or use --net default, or --net user)`);
+      throw new UsageError(
+        'net.not-found',
+        `--net ${net}: no such network`,
+        `create it: nestvirt net create ${net}  (or use --net default, or --net user)`,
+      );
     return { kind: 'tap', ifname: tapName(vm), mac: macFor(vm), network: net };
   };
 }
 
 /** Before QEMU starts: network up (default created on first use), tap on its bridge, address reserved. */
-export async function vmNicsUp(d: HookDeps, vm: string, nics: ReadonlyArray<{ kind: string; network?: string }>): Promise<void> {
-  for (const n of nics) if (n.kind === 'tap' && n.network) await attachVm({ ...d, uid: uidOf(d) }, vm, n.network);
+export async function vmNicsUp(
+  d: HookDeps,
+  vm: string,
+  nics: ReadonlyArray<{ kind: string; network?: string }>,
+): Promise<void> {
+  for (const n of nics)
+    if (n.kind === 'tap' && n.network) await attachVm({ ...d, uid: uidOf(d) }, vm, n.network);
 }
 
 /** After QEMU started: exposures re-pointed at the VM's current address. */
@@ -68,7 +82,12 @@ export async function vmNicsRemoved(d: HookDeps, vm: string): Promise<void> {
 }
 
 /** The VM's addresses on nestvirt networks, for ls/info. */
-export async function vmAddresses(root: string, vm: string): Promise<Array<{ network: string; ip: string; source: 'lease' | 'reserved'; mac: string; tap: string }>> {
+export async function vmAddresses(
+  root: string,
+  vm: string,
+): Promise<
+  Array<{ network: string; ip: string; source: 'lease' | 'reserved'; mac: string; tap: string }>
+> {
   const a = await vmAddress(root, vm);
   return a ? [a] : [];
 }

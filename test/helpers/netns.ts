@@ -18,8 +18,16 @@ export const UPLINK = 'up0';
 export const UPLINK_MTU = 1460;
 
 /** Runs argv inside a namespace; throws on failure unless check=false. */
-export async function nsRun(ns: string, argv: string[], opts: { check?: boolean; input?: string; timeoutMs?: number } = {}) {
-  return run(['ip', 'netns', 'exec', ns, ...argv], { check: opts.check ?? true, input: opts.input, timeoutMs: opts.timeoutMs ?? 60_000 });
+export async function nsRun(
+  ns: string,
+  argv: string[],
+  opts: { check?: boolean; input?: string; timeoutMs?: number } = {},
+) {
+  return run(['ip', 'netns', 'exec', ns, ...argv], {
+    check: opts.check ?? true,
+    input: opts.input,
+    timeoutMs: opts.timeoutMs ?? 60_000,
+  });
 }
 
 /** Runs bin/nestvirt inside a namespace with NESTVIRT_HOME=home. */
@@ -66,7 +74,19 @@ export async function makeTopology(): Promise<Topology> {
     await run(['ip', 'netns', 'add', outside]);
     await nsRun(host, ['ip', 'link', 'set', 'lo', 'up']);
     await nsRun(outside, ['ip', 'link', 'set', 'lo', 'up']);
-    await nsRun(host, ['ip', 'link', 'add', UPLINK, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
+    await nsRun(host, [
+      'ip',
+      'link',
+      'add',
+      UPLINK,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      outside,
+    ]);
     await nsRun(host, ['ip', 'link', 'set', UPLINK, 'mtu', String(UPLINK_MTU), 'up']);
     await nsRun(outside, ['ip', 'link', 'set', 'eth0', 'mtu', String(UPLINK_MTU), 'up']);
     await nsRun(host, ['ip', 'addr', 'add', `${HOST_IP}/24`, 'dev', UPLINK]);
@@ -107,7 +127,11 @@ function normNft(json: string): unknown {
     .map((o) => {
       const [k, v] = Object.entries(o)[0]!;
       const { handle: _h, ...rest } = v as Record<string, unknown>;
-      return { [k]: JSON.parse(JSON.stringify(rest).replace(/"counter":\{"packets":\d+,"bytes":\d+\}/g, '"counter":{}')) };
+      return {
+        [k]: JSON.parse(
+          JSON.stringify(rest).replace(/"counter":\{"packets":\d+,"bytes":\d+\}/g, '"counter":{}'),
+        ),
+      };
     });
 }
 
@@ -115,21 +139,32 @@ function normNft(json: string): unknown {
  * A namespace's network state for before/after comparisons: nft ruleset,
  * iptables-save, links and addresses (normalised), ip_forward.
  */
-export async function snapshot(ns: string): Promise<{ nft: unknown; iptables: string; links: unknown; addrs: unknown; ipForward: string }> {
+export async function snapshot(
+  ns: string,
+): Promise<{ nft: unknown; iptables: string; links: unknown; addrs: unknown; ipForward: string }> {
   const nft = normNft((await nsRun(ns, ['nft', '-j', 'list', 'ruleset'])).stdout);
   const ipt = (await nsRun(ns, ['iptables-save'], { check: false })).stdout
     .split('\n')
     .filter((l) => !l.startsWith('#'))
     .map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]'))
     .join('\n');
-  const links = (JSON.parse((await nsRun(ns, ['ip', '-j', 'link', 'show'])).stdout) as Array<Record<string, unknown>>).map((l) => ({
+  const links = (
+    JSON.parse((await nsRun(ns, ['ip', '-j', 'link', 'show'])).stdout) as Array<
+      Record<string, unknown>
+    >
+  ).map((l) => ({
     ifname: l.ifname,
     mtu: l.mtu,
     master: l.master,
     flags: l.flags,
     address: l.address,
   }));
-  const addrs = (JSON.parse((await nsRun(ns, ['ip', '-j', 'addr', 'show'])).stdout) as Array<{ ifname: string; addr_info: Array<{ local: string; prefixlen: number }> }>).map((l) => ({
+  const addrs = (
+    JSON.parse((await nsRun(ns, ['ip', '-j', 'addr', 'show'])).stdout) as Array<{
+      ifname: string;
+      addr_info: Array<{ local: string; prefixlen: number }>;
+    }>
+  ).map((l) => ({
     ifname: l.ifname,
     addrs: l.addr_info.map((a) => `${a.local}/${a.prefixlen}`).sort(),
   }));
@@ -142,14 +177,21 @@ export async function httpGetIn(ns: string, url: string, timeoutMs = 5000): Prom
   const script =
     'fetch(process.argv[1],{signal:AbortSignal.timeout(Number(process.argv[2]))})' +
     '.then(async r=>{if(!r.ok)process.exit(2);process.stdout.write(await r.text())}).catch(()=>process.exit(1))';
-  const r = await run(['ip', 'netns', 'exec', ns, process.execPath, '-e', script, url, String(timeoutMs)], { check: false, timeoutMs: timeoutMs + 10_000 });
+  const r = await run(
+    ['ip', 'netns', 'exec', ns, process.execPath, '-e', script, url, String(timeoutMs)],
+    { check: false, timeoutMs: timeoutMs + 10_000 },
+  );
   return r.code === 0 ? r.stdout : null;
 }
 
 /** Starts a small HTTP server answering `body` inside a namespace; it dies with the namespace. */
 export async function serveIn(ns: string, port: number, body: string): Promise<void> {
   const script = `require('http').createServer((q,s)=>s.end(process.argv[2])).listen(Number(process.argv[1]),()=>console.log('listening'))`;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script, String(port), body], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, '-e', script, String(port), body],
+    { stdio: ['ignore', 'pipe', 'inherit'], detached: true },
+  );
   child.unref();
   await new Promise<void>((resolve, reject) => {
     child.stdout!.once('data', () => resolve());
