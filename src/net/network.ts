@@ -329,6 +329,24 @@ export async function ensureNetwork(
       const fresh = { ...s, mtu: bridgeMtu };
       await applyUp(ctx, fresh, onStep);
       await writeJson(join(netDir(ctx.root, name), NetFiles.spec), fresh);
+      // Taps of running VMs lost their bridge with it: put them back.
+      for (const a of (await listAttachments(ctx.root)).filter((x) => x.network === name))
+        if (await linkExists(ctx, a.tap))
+          await ctx.run(
+            [
+              'ip',
+              'link',
+              'set',
+              'dev',
+              a.tap,
+              'mtu',
+              String(fresh.mtu),
+              'master',
+              fresh.bridge,
+              'up',
+            ],
+            { check: false },
+          );
       return fresh;
     },
     { waitMs: 30_000 },

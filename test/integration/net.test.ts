@@ -115,6 +115,33 @@ describe('network lifecycle', () => {
     assert.ok(ids.includes('net.ip-forward-off'), ids.join());
     assert.ok(ids.includes('net.masquerade-missing'), ids.join());
     await nsRun(topo.host, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    // iptables FORWARD (policy DROP) without nestvirt's accept: reported with the exact command, which works.
+    await nsRun(topo.host, [
+      'iptables',
+      '-D',
+      'FORWARD',
+      '-i',
+      'nv-lab',
+      '-m',
+      'comment',
+      '--comment',
+      'nestvirt:net:lab',
+      '-j',
+      'ACCEPT',
+    ]);
+    // Another nft table dropping forwarded packets by policy.
+    await nsRun(topo.host, [
+      'nft',
+      'add table inet userfw; add chain inet userfw fwd { type filter hook forward priority 0; policy drop; }',
+    ]);
+    const drop = JSON.parse((await nv(['net', 'doctor', 'lab', '--json'])).stdout) as {
+      problems: Array<{ id: string; fix: string }>;
+    };
+    const fwd = drop.problems.find((p) => p.id === 'net.forward-drop');
+    assert.ok(fwd, JSON.stringify(drop.problems));
+    assert.ok(drop.problems.some((p) => p.id === 'net.nft-forward-drop'));
+    await nsRun(topo.host, ['sh', '-c', fwd.fix]);
+    await nsRun(topo.host, ['nft', 'delete', 'table', 'inet', 'userfw']);
     const up = await nv(['net', 'up', 'lab']);
     assert.equal(up.code, 0, up.stderr);
     assert.equal((await nv(['net', 'doctor', 'lab'])).code, 0);
