@@ -130,10 +130,10 @@ describe('network lifecycle', () => {
       'ACCEPT',
     ]);
     // Another nft table dropping forwarded packets by policy.
-    await nsRun(topo.host, [
-      'nft',
-      'add table inet userfw; add chain inet userfw fwd { type filter hook forward priority 0; policy drop; }',
-    ]);
+    await nsRun(topo.host, ['nft', '-f', '-'], {
+      input:
+        'add table inet userfw\nadd chain inet userfw userforward { type filter hook forward priority 0; policy drop; }\n',
+    });
     const drop = JSON.parse((await nv(['net', 'doctor', 'lab', '--json'])).stdout) as {
       problems: Array<{ id: string; fix: string }>;
     };
