@@ -2,11 +2,13 @@
  * Host↔guest throughput: a tiny VM on a nestvirt bridge (tap) against a
  * tiny VM on QEMU user-mode networking (a --port forward), side by side in
  * one run, inside namespaces this script creates. The guest end is busybox
- * `nc` (a sink for host→guest, a source for guest→host); the host end is a
- * node socket that counts bytes and time. Under TCG the guest's CPU is the
+ * `nc` (a sink for host→guest, timed in the guest with `time` until the last
+ * byte; a source for guest→host); the host end is a node socket (a sender,
+ * or a receiver timing first to last byte). The guest always connects, so
+ * both modes take the same path through the guest's stack. Under TCG the guest's CPU is the
  * bottleneck, so the figures say more about the ratio than about wire speed.
  */
-import { createConnection, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,28 +20,6 @@ import { seedImage } from '../test/helpers/images.js';
 const MB = 1024 * 1024;
 const SIZE = 16 * MB;
 const RUNS = 3;
-
-/** Inside the namespace: send SIZE bytes to host:port, print seconds until the peer closed. */
-async function sendTo(host: string, port: number): Promise<number> {
-  const chunk = Buffer.alloc(256 * 1024, 0x5a);
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const s = createConnection({ host, port }, () => {
-      let left = SIZE;
-      const pump = (): void => {
-        while (left > 0) {
-          left -= chunk.length;
-          if (!s.write(chunk)) return void s.once('drain', pump);
-        }
-        s.end();
-      };
-      pump();
-    });
-    s.on('error', reject);
-    s.on('close', () => resolve((performance.now() - t0) / 1000));
-    s.resume();
-  });
-}
 
 /** Inside the namespace: accept one connection on port, print {bytes, seconds}. */
 async function receiveOn(port: number, ready: () => void): Promise<{ bytes: number; s: number }> {
@@ -59,6 +39,30 @@ async function receiveOn(port: number, ready: () => void): Promise<{ bytes: numb
         srv.close();
         resolve({ bytes, s: (t1 - t0) / 1000 });
       });
+    });
+    srv.listen(port, '0.0.0.0', ready);
+  });
+}
+
+/** Inside the namespace: serve SIZE bytes to one client, then close. */
+async function serveBytes(port: number, ready: () => void): Promise<void> {
+  const chunk = Buffer.alloc(256 * 1024, 0x5a);
+  return new Promise((resolve) => {
+    const srv = createServer((c) => {
+      let left = SIZE;
+      const pump = (): void => {
+        while (left > 0) {
+          left -= chunk.length;
+          if (!c.write(chunk)) return void c.once('drain', pump);
+        }
+        c.end();
+      };
+      c.on('error', () => {});
+      c.on('close', () => {
+        srv.close();
+        resolve();
+      });
+      pump();
     });
     srv.listen(port, '0.0.0.0', ready);
   });
@@ -87,22 +91,35 @@ async function measure(
   ns: string,
   home: string,
   vm: string,
-  guestSinkAddr: { host: string; port: number },
   hostFromGuest: string,
 ): Promise<{ in: number; out: number }> {
   const nv = (a: string[]) => nsNestvirt(ns, home, a);
   const inRates: number[] = [];
   const outRates: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    const l = await nv(['exec', vm, '--', 'sh', '-c', 'nc -l -p 5001 > /dev/null 2>&1 &']);
-    if (l.code !== 0) throw new Error(l.stderr);
+    // host → guest, timed by the guest until the last byte: a sender in the namespace, the guest's nc as the sink.
+    const srv = inNs(ns, ['--serve', '5001']);
+    srv.catch(() => {}); // awaited below; never an unhandled rejection
     await new Promise((r) => setTimeout(r, 1500));
-    const secs = Number(
-      (await inNs(ns, ['--send', guestSinkAddr.host, String(guestSinkAddr.port)])).trim(),
-    );
-    inRates.push(SIZE / MB / secs);
+    const sink = await nv([
+      'exec',
+      vm,
+      '--timeout',
+      '300',
+      '--',
+      'sh',
+      '-c',
+      `time -p sh -c 'nc ${hostFromGuest} 5001 | wc -c'`,
+    ]);
+    await srv;
+    const real = /real\s+([\d.]+)/.exec(sink.stderr + sink.stdout);
+    const got = Number(/^\s*(\d+)/m.exec(sink.stdout)?.[1] ?? 0);
+    if (sink.code !== 0 || !real || got !== SIZE)
+      throw new Error(`guest sink failed: ${sink.stdout} ${sink.stderr}`);
+    inRates.push(SIZE / MB / Math.max(Number(real[1]), 0.01));
     // guest → host: a receiver in the namespace, the guest's nc as the source.
     const recv = inNs(ns, ['--recv', '5002']);
+    recv.catch(() => {});
     await new Promise((r) => setTimeout(r, 1000));
     const src = await nv([
       'exec',
@@ -133,24 +150,12 @@ export async function throughputBench(): Promise<void> {
     for (const a of [
       ['net', 'create', 'tp'],
       ['run', 'tiny', '--name', 'tp-bridge', '--net', 'tp', '--wait', '--wait-timeout', '600'],
-      [
-        'run',
-        'tiny',
-        '--name',
-        'tp-user',
-        '--net',
-        'user',
-        '--port',
-        '5001:5001',
-        '--wait',
-        '--wait-timeout',
-        '600',
-      ],
+      ['run', 'tiny', '--name', 'tp-user', '--net', 'user', '--wait', '--wait-timeout', '600'],
     ]) {
       const r = await nv(a);
       if (r.code !== 0) throw new Error(`${a.join(' ')}: ${r.stderr}`);
     }
-    let ip = '';
+    let ip = ''; // the bridge VM must hold its DHCP lease before measuring
     for (let i = 0; i < 60 && !ip; i++) {
       const info = JSON.parse((await nv(['info', 'tp-bridge', '--json'])).stdout) as {
         addresses: { ip: string; source: string }[];
@@ -159,15 +164,10 @@ export async function throughputBench(): Promise<void> {
       else await new Promise((r) => setTimeout(r, 1000));
     }
     const gw = JSON.parse((await nv(['net', 'ls', '--json'])).stdout).networks[0].gateway as string;
-    const bridge = await measure(topo.host, home, 'tp-bridge', { host: ip, port: 5001 }, gw);
-    // User-mode: host→guest through the --port forward on 127.0.0.1; guest→host via slirp's 10.0.2.2.
-    const user = await measure(
-      topo.host,
-      home,
-      'tp-user',
-      { host: '127.0.0.1', port: 5001 },
-      '10.0.2.2',
-    );
+    const bridge = await measure(topo.host, home, 'tp-bridge', gw);
+    // User-mode: the guest reaches the host's namespace through slirp's 10.0.2.2.
+    const user = await measure(topo.host, home, 'tp-user', '10.0.2.2');
+    if (!ip) throw new Error('tp-bridge got no DHCP lease');
     console.log(
       `throughput host↔guest, ${SIZE / MB} MiB per transfer, median of ${RUNS}, tiny under TCG:`,
     );
@@ -193,8 +193,8 @@ export async function throughputBench(): Promise<void> {
 }
 
 // Helper modes, run inside the namespace by the functions above.
-const [mode, a1, a2] = process.argv.slice(2);
-if (mode === '--send') console.log(String(await sendTo(a1!, Number(a2))));
+const [mode, a1] = process.argv.slice(2);
+if (mode === '--serve') await serveBytes(Number(a1), () => console.log('listening'));
 else if (mode === '--recv') {
   const r = await receiveOn(Number(a1), () => console.log('listening'));
   console.log(JSON.stringify(r));
