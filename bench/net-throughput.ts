@@ -109,7 +109,8 @@ async function measure(
       '--',
       'sh',
       '-c',
-      `time -p sh -c 'nc ${hostFromGuest} 5001 | wc -c'`,
+      // busybox nc quits soon after its stdin ends: hold stdin open with a fifo.
+      `rm -f /tmp/nvf; mkfifo /tmp/nvf; sleep 600 > /tmp/nvf & s=$!; time -p sh -c 'nc ${hostFromGuest} 5001 < /tmp/nvf | wc -c'; kill $s`,
     ]);
     await srv;
     const real = /real\s+([\d.]+)/.exec(sink.stderr + sink.stdout);
