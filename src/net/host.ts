@@ -136,9 +136,7 @@ export async function nftDropEmptyTable(ctx: NetCtx): Promise<void> {
 }
 
 /** The iptables front end in use and whether its FORWARD chain can drop our traffic. */
-export async function iptablesForward(
-  ctx: NetCtx,
-): Promise<{
+export async function iptablesForward(ctx: NetCtx): Promise<{
   bin: string;
   backend: 'nf_tables' | 'legacy' | 'none';
   policy: string;
