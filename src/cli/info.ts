@@ -4,6 +4,7 @@ import { printJson, println } from './output.js';
 import { vmDeps, vmText } from '../vm/cli-support.js';
 import { checkVmName } from '../vm/parse.js';
 import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
+import { vmAddresses } from '../net/vm-hooks.js';
 
 export const infoCommand: Command = {
   name: 'info',
@@ -14,7 +15,7 @@ export const infoCommand: Command = {
   async run(args, ctx) {
     const name = checkVmName(args.positionals[0]!);
     const p = vmPaths(vmDeps(ctx).root, name);
-    const info = vmInfo(p, await reconcile(p, { write: 'try' }));
+    const info = { ...vmInfo(p, await reconcile(p, { write: 'try' })), addresses: await vmAddresses(vmDeps(ctx).root, name) };
     if (bool(args, 'json')) printJson(ctx.out, info);
     else println(ctx.out, vmText(ctx.out, info));
     return 0;

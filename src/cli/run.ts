@@ -5,6 +5,7 @@ import { createVm, startVm, waitReady, rmVm } from '../vm/lifecycle.js';
 import { images, vmDeps } from '../vm/cli-support.js';
 import { generateName, parseCpus, parseMemoryMiB, parseSeconds, parseSize } from '../vm/parse.js';
 import { nicsFromFlags } from '../vm/nics.js';
+import { netResolver } from '../net/vm-hooks.js';
 import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
 import { UsageError } from '../errors.js';
 import type { AccelRequest } from '../vm/types.js';
@@ -58,7 +59,7 @@ export const runCommand: Command = {
     const ds = str(args, 'disk-size');
     const diskSizeBytes = ds ? parseSize('--disk-size', ds) : undefined;
     const waitS = parseSeconds('--wait-timeout', str(args, 'wait-timeout') ?? '300');
-    const nics = await nicsFromFlags(list(args, 'net'), list(args, 'port'), name);
+    const nics = await nicsFromFlags(list(args, 'net'), list(args, 'port'), name, netResolver({ root: vmDeps(ctx).root, run: ctx.run, uid: ctx.uid }));
     const deps = vmDeps(ctx);
     const progress = new Progress(ctx.out);
     await createVm(

@@ -33,7 +33,7 @@ function ports(v: VmInfo): string {
 
 /** The `ls` table. */
 export function vmTable(out: Output, vms: VmInfo[]): string {
-  const rows = [['NAME', 'STATUS', 'IMAGE', 'CPUS', 'MEMORY', 'ACCEL', 'LEVEL', 'PORTS']];
+  const rows = [['NAME', 'STATUS', 'IMAGE', 'CPUS', 'MEMORY', 'ACCEL', 'LEVEL', 'PORTS', 'ADDRESS']];
   for (const v of vms)
     rows.push([
       v.name,
@@ -44,6 +44,7 @@ export function vmTable(out: Output, vms: VmInfo[]): string {
       v.accel.effective ?? v.accel.requested,
       v.level === null ? '-' : String(v.level),
       ports(v),
+      (v.addresses ?? []).map((a) => `${a.ip} (${a.network})`).join(' ') || '-',
     ]);
   return table(rows);
 }
@@ -59,7 +60,8 @@ export function vmText(out: Output, v: VmInfo): string {
   kv('memory', formatBytes(v.memoryMiB * 1024 * 1024));
   kv('accel', `${v.accel.effective ?? '-'} (asked: ${v.accel.requested})${v.accel.note ? `; ${v.accel.note}` : ''}`);
   if (v.chain) kv('level', `${v.level ?? '?'} (relative ${v.chain.relative}): ${v.chain.chain.map((h) => `${h.name}[${h.runner}]`).join(' → ')}`);
-  kv('network', v.nics.map((n) => (n.kind === 'user' ? `user (NAT)${n.forwards.length ? ', ports ' + ports(v) : ''}` : `tap ${n.ifname} ${n.mac}`)).join('; ') || 'none');
+  kv('network', v.nics.map((n) => (n.kind === 'user' ? `user (NAT)${n.forwards.length ? ', ports ' + ports(v) : ''}` : `tap ${n.ifname} ${n.mac}${n.network ? ` on ${n.network}` : ''}`)).join('; ') || 'none');
+  for (const a of v.addresses ?? []) kv('address', `${a.ip} on ${a.network} (${a.source === 'lease' ? 'DHCP lease' : 'reserved, no lease yet'})`);
   if (v.disk) kv('disk', `${v.disk.path} (${formatBytes(v.disk.sizeBytes)}${v.disk.backing ? `, over ${v.disk.backing}` : ''})`);
   kv('dir', v.dir);
   if (v.lastExit && v.status === 'stopped') {

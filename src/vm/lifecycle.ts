@@ -7,6 +7,7 @@
  * atomic mkdir of the VM directory; a failure part-way undoes what was done
  * (revert stack), so no half-made VM is left behind.
  */
+import { vmNicsDown, vmNicsRemoved, vmNicsStarted, vmNicsUp } from '../net/vm-hooks.js';
 import { spawn } from 'node:child_process';
 import { access, mkdir, open, rename, rm, stat, constants } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -272,7 +273,12 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
     const argv = [features.binary, ...qemuArgv(launch, features)];
     await clearRuntimeFiles(p);
     const startedAt = new Date().toISOString();
-    const pid = await spawnQemu(argv, p);
+    await vmNicsUp(deps, name, spec.nics);
+    const pid = await spawnQemu(argv, p).catch(async (e) => {
+      await vmNicsDown(deps, name).catch(() => {});
+      throw e;
+    });
+    await vmNicsStarted(deps, name);
     const runtime: VmRuntime = {
       state: 'running',
       pid,
@@ -422,6 +428,7 @@ export async function stopVm(name: string, deps: VmDeps, opts: { timeoutS?: numb
     const how = await stopPid(p, r.pid, opts.force ? 0 : (opts.timeoutS ?? 30));
     await writeJson(p.runtime, { ...r.runtime, state: 'stopped', pid: null, lastExit: await lastExit(p, how === 'powerdown' ? 'stopped' : 'killed') });
     await clearRuntimeFiles(p);
+    await vmNicsDown(deps, name);
     return { how, ms: Date.now() - t0 };
   } finally {
     await lock.release();
@@ -479,6 +486,7 @@ export async function killVm(name: string, deps: VmDeps): Promise<{ killed: bool
     await waitGone(r.pid, p.pid, 5000);
     await writeJson(p.runtime, { ...r.runtime, state: 'stopped', pid: null, lastExit: await lastExit(p, 'killed') });
     await clearRuntimeFiles(p);
+    await vmNicsDown(deps, name);
     return { killed: true };
   } finally {
     await lock.release();
@@ -507,6 +515,7 @@ export async function rmVm(name: string, deps: VmDeps, opts: { force?: boolean }
       await waitGone(r.pid, p.pid, 5000);
       killed = true;
     }
+    await vmNicsRemoved(deps, name);
     const trash = join(vmsDir(deps.root), `.${name}.removing-${randomBytes(3).toString('hex')}`);
     await rename(p.dir, trash);
     await rm(trash, { recursive: true, force: true });

@@ -7,6 +7,7 @@
 import { NestvirtError } from '../errors.js';
 import { reconcile, vmInfo, vmNames, vmPaths } from './state.js';
 import type { VmInfo } from './types.js';
+import { vmAddresses } from '../net/vm-hooks.js';
 
 export interface VmList {
   vms: VmInfo[];
@@ -20,7 +21,7 @@ export async function listVms(root: string): Promise<VmList> {
     names.map(async (name) => {
       const p = vmPaths(root, name);
       try {
-        return vmInfo(p, await reconcile(p, { write: 'try' }));
+        return { ...vmInfo(p, await reconcile(p, { write: 'try' })), addresses: await vmAddresses(root, name) };
       } catch (e) {
         if (e instanceof NestvirtError && e.code === 'vm.not-found') return undefined;
         const err = e instanceof NestvirtError ? e : new NestvirtError('internal', String((e as Error)?.message ?? e));

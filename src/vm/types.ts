@@ -27,7 +27,7 @@ export interface PortForward {
  */
 export type NicSpec =
   | { kind: 'user'; forwards: PortForward[]; mac?: string }
-  | { kind: 'tap'; ifname: string; mac: string };
+  | { kind: 'tap'; ifname: string; mac: string; /** The nestvirt network whose bridge the tap joins. */ network?: string };
 
 /** A disk attached to the guest. */
 export interface DiskSpec {
@@ -138,4 +138,6 @@ export interface VmInfo {
   logs: { serial: string; qemu: string };
   createdAt: string;
   lastExit: LastExit | null;
+  /** Addresses on nestvirt networks (dnsmasq lease, else the reservation); see docs/networks.md. */
+  addresses?: { network: string; ip: string; source: 'lease' | 'reserved'; mac: string; tap: string }[];
 }
