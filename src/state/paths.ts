@@ -43,6 +43,8 @@ export const Files = {
   sshKey: 'id_ed25519',
   /** Host keys `nestvirt ssh` has accepted for this VM (StrictHostKeyChecking=accept-new). */
   sshKnownHosts: 'known_hosts',
+  /** What the cloud-init layer put in the seed (instance id, keys, ssh user): JSON. */
+  cloudInit: 'cloud-init.json',
   lock: '.lock',
 } as const;
 

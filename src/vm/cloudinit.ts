@@ -15,6 +15,7 @@ import { parseDocument, stringify, isMap } from 'yaml';
 import { NestvirtError, ExitCode, UsageError } from '../errors.js';
 import type { Runner } from '../util/exec.js';
 import { Files } from '../state/paths.js';
+import { readJson, writeJson } from '../state/store.js';
 
 /** One file of the seed, relative to the ISO's root. */
 export interface SeedFile {
@@ -393,4 +394,116 @@ function errnoText(e: unknown): string {
   if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
   if (code === 'EISDIR') return 'it is a directory';
   return code ?? String((e as Error)?.message ?? e);
+}
+
+// ---------------------------------------------------------------- for `run`
+
+/** The user's cloud-init inputs, read and checked before anything is created. */
+export interface CloudInitInputs {
+  userData?: UserData;
+  /** Public keys from --ssh-key files, in order. */
+  sshKeys: string[];
+  /** The --ssh-key files given. */
+  keyFiles: string[];
+  /** A private key next to the first --ssh-key file, for `nestvirt ssh -i`. */
+  identity?: string;
+}
+
+/** What the cloud-init layer recorded for a VM: <vm dir>/cloud-init.json. */
+export interface CloudInitRecord {
+  schema: 1;
+  instanceId: string;
+  hostname: string;
+  userData: { source: string; kind: UserDataKind; sha256: string } | null;
+  /** Public keys in the seed (for the image's default user). */
+  sshKeys: string[];
+  /** Key nestvirt made for this VM (absolute path of the private key), else null. */
+  generatedKey: string | null;
+  /** Private key `nestvirt ssh` uses; null: ssh's own defaults. */
+  identity: string | null;
+  /** User `nestvirt ssh` logs in as. */
+  sshUser: string;
+}
+
+/**
+ * Reads and checks --user-data and --ssh-key files against the image: all
+ * problems are found before the VM exists, so a bad file leaves nothing.
+ */
+export async function loadCloudInitInputs(
+  opts: { userData?: string; sshKeys: string[] },
+  image: { name: string; features: { cloudInit: boolean } },
+): Promise<CloudInitInputs | undefined> {
+  const asked = opts.userData !== undefined || opts.sshKeys.length > 0;
+  if (!image.features.cloudInit) {
+    if (asked)
+      throw new UsageError(
+        'cloudinit.image-without-cloud-init',
+        `image ${image.name} has no cloud-init, so ${opts.userData !== undefined ? '--user-data' : '--ssh-key'} would be ignored`,
+        'use an image with cloud-init (e.g. a distribution cloud image: nestvirt image import NAME FILE)',
+      );
+    return undefined;
+  }
+  const inputs: CloudInitInputs = { sshKeys: [], keyFiles: [...opts.sshKeys] };
+  if (opts.userData !== undefined) inputs.userData = await readUserData(opts.userData);
+  for (const f of opts.sshKeys)
+    for (const k of await readPublicKeyFile(f))
+      if (!inputs.sshKeys.includes(k)) inputs.sshKeys.push(k);
+  const first = opts.sshKeys[0];
+  if (first) {
+    const priv = await privateKeyFor(first);
+    if (priv) inputs.identity = priv;
+  }
+  return inputs;
+}
+
+/**
+ * Writes the VM's cloud-init: its own key pair when no --ssh-key was given,
+ * the seed ISO and cloud-init.json, all inside the VM directory. Returns the
+ * seed's path for the VM spec.
+ */
+export async function writeCloudInit(
+  vm: { name: string; dir: string; createdAt: string },
+  image: { sshUser?: string },
+  inputs: CloudInitInputs,
+  run: Runner,
+  nics?: NicConfig[],
+): Promise<{ seed: string; record: CloudInitRecord }> {
+  const keys = [...inputs.sshKeys];
+  let generatedKey: string | null = null;
+  if (!keys.length) {
+    keys.push(await generateVmKey(vm.dir, vm.name, run));
+    generatedKey = join(vm.dir, Files.sshKey);
+  }
+  const instanceId = instanceIdFor(vm.name, vm.createdAt);
+  const files = renderSeed({
+    name: vm.name,
+    instanceId,
+    sshKeys: keys,
+    ...(inputs.userData ? { userData: inputs.userData } : {}),
+    ...(nics?.length ? { nics } : {}),
+  });
+  const seed = await writeSeedIso(files, vm.dir, run);
+  const record: CloudInitRecord = {
+    schema: 1,
+    instanceId,
+    hostname: hostnameFor(vm.name),
+    userData: inputs.userData
+      ? {
+          source: inputs.userData.source,
+          kind: inputs.userData.kind,
+          sha256: createHash('sha256').update(inputs.userData.text).digest('hex'),
+        }
+      : null,
+    sshKeys: keys,
+    generatedKey,
+    identity: generatedKey ?? inputs.identity ?? null,
+    sshUser: image.sshUser ?? 'debian',
+  };
+  await writeJson(join(vm.dir, Files.cloudInit), record);
+  return { seed, record };
+}
+
+/** Reads a VM's cloud-init.json; undefined when the VM has no seed. */
+export async function readCloudInitRecord(vmDir: string): Promise<CloudInitRecord | undefined> {
+  return readJson<CloudInitRecord>(join(vmDir, Files.cloudInit));
 }

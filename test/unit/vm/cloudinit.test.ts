@@ -15,6 +15,9 @@ import {
   renderSeed,
   writeSeedIso,
   generateVmKey,
+  loadCloudInitInputs,
+  writeCloudInit,
+  readCloudInitRecord,
 } from '../../../src/vm/cloudinit.js';
 import { UsageError } from '../../../src/errors.js';
 import { run } from '../../../src/util/exec.js';
@@ -331,4 +334,78 @@ test('writeSeedIso failing leaves the previous seed and no temporary files', asy
   );
   assert.deepEqual(await readdir(d), ['seed.iso']);
   assert.equal(await readFile(join(d, 'seed.iso'), 'utf8'), 'old');
+});
+
+test('loadCloudInitInputs checks every file before anything exists', async () => {
+  const d = await tmp();
+  const image = { name: 'deb', features: { cloudInit: true } };
+  await writeFile(join(d, 'ud.yaml'), '#cloud-config\nhostname: h\n');
+  await writeFile(join(d, 'a.pub'), ED25519 + '\n');
+  await writeFile(join(d, 'a'), 'private');
+  await writeFile(join(d, 'b.pub'), `${ECDSA}\n${ED25519}\n`);
+  const inputs = await loadCloudInitInputs(
+    { userData: join(d, 'ud.yaml'), sshKeys: [join(d, 'a.pub'), join(d, 'b.pub')] },
+    image,
+  );
+  assert.ok(inputs);
+  assert.equal(inputs.userData?.kind, 'cloud-config');
+  assert.deepEqual(inputs.sshKeys, [ED25519, ECDSA]);
+  assert.equal(inputs.identity, join(d, 'a'));
+  assert.deepEqual(await loadCloudInitInputs({ sshKeys: [] }, image), {
+    sshKeys: [],
+    keyFiles: [],
+  });
+  // No cloud-init in the image: nothing to do, and the flags are refused.
+  const tiny = { name: 'tiny', features: { cloudInit: false } };
+  assert.equal(await loadCloudInitInputs({ sshKeys: [] }, tiny), undefined);
+  await assert.rejects(
+    loadCloudInitInputs({ userData: join(d, 'ud.yaml'), sshKeys: [] }, tiny),
+    usage(
+      'cloudinit.image-without-cloud-init',
+      /^image tiny has no cloud-init, so --user-data would be ignored$/,
+    ),
+  );
+  await assert.rejects(
+    loadCloudInitInputs({ sshKeys: [join(d, 'a.pub')] }, tiny),
+    usage('cloudinit.image-without-cloud-init', /--ssh-key would be ignored/),
+  );
+  await assert.rejects(
+    loadCloudInitInputs({ sshKeys: [join(d, 'a')] }, image),
+    usage('cloudinit.ssh-key-format', /not an ssh public key/),
+  );
+});
+
+test('writeCloudInit makes a key when none was given, the seed and its record', async () => {
+  const d = await tmp();
+  const vm = { name: 'web', dir: d, createdAt: '2026-01-01T00:00:00.000Z' };
+  const { seed, record } = await writeCloudInit(vm, {}, { sshKeys: [], keyFiles: [] }, run);
+  assert.equal(seed, join(d, 'seed.iso'));
+  assert.deepEqual((await readdir(d)).sort(), [
+    'cloud-init.json',
+    'id_ed25519',
+    'id_ed25519.pub',
+    'seed.iso',
+  ]);
+  assert.equal(record.generatedKey, join(d, 'id_ed25519'));
+  assert.equal(record.identity, join(d, 'id_ed25519'));
+  assert.equal(record.sshUser, 'debian');
+  assert.equal(record.instanceId, instanceIdFor('web', vm.createdAt));
+  assert.deepEqual(record.sshKeys, [(await readFile(join(d, 'id_ed25519.pub'), 'utf8')).trim()]);
+  assert.deepEqual(await readCloudInitRecord(d), record);
+
+  const d2 = await tmp();
+  const userData = checkUserData('#!/bin/sh\necho hi\n', 'x.sh');
+  const r2 = await writeCloudInit(
+    { ...vm, dir: d2 },
+    { sshUser: 'root' },
+    { sshKeys: [ED25519], keyFiles: ['k.pub'], userData, identity: '/k' },
+    run,
+  );
+  assert.deepEqual((await readdir(d2)).sort(), ['cloud-init.json', 'seed.iso']);
+  assert.equal(r2.record.generatedKey, null);
+  assert.equal(r2.record.identity, '/k');
+  assert.equal(r2.record.sshUser, 'root');
+  assert.equal(r2.record.userData?.kind, 'script');
+  assert.match(r2.record.userData?.sha256 ?? '', /^[0-9a-f]{64}$/);
+  assert.equal(await readCloudInitRecord(await tmp()), undefined);
 });
