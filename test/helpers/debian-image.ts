@@ -35,7 +35,7 @@ import { writeJson } from '../../src/state/store.js';
 import type { ImageSpec } from '../../src/image/types.js';
 
 /** Bump when the recipe below changes in a way that changes the image. */
-const RECIPE = 4;
+const RECIPE = 5;
 
 /** Packages on top of debootstrap's minbase (no Recommends). */
 export const DEBIAN_CI_PACKAGES = [
@@ -222,22 +222,7 @@ export async function debianImage(
     try {
       await mkdir(work, { recursive: true });
       const rootfs = join(work, 'rootfs');
-      const debs = join(cache, 'debs');
-      await mkdir(debs, { recursive: true });
-      await timed('debootstrap', () =>
-        r(
-          [
-            'debootstrap',
-            '--variant=minbase',
-            `--include=${DEBIAN_CI_PACKAGES.join(',')}`,
-            `--cache-dir=${debs}`,
-            suite,
-            rootfs,
-            mirror,
-          ],
-          { timeoutMs: 30 * 60_000 },
-        ),
-      );
+      await timed('debootstrap', () => bootstrapRootfs(rootfs, { cache, suite, mirror, r, log }));
       const kdir = join(work, 'kernel');
       await timed('kernel', async () => {
         await r(['apt-get', 'download', '-q', `${kernel.pkg}=${kernel.version}`], {
@@ -306,6 +291,54 @@ function result(dir: string, release: string, build: DebianImage['build']): Debi
     kernelVersion: release,
     build,
   };
+}
+
+/**
+ * debootstrap (minbase + DEBIAN_CI_PACKAGES) into `rootfs`. The result is
+ * kept as a tarball keyed by suite and package list only, so a change to
+ * the recipe after this step does not pay for debootstrap again.
+ */
+async function bootstrapRootfs(
+  rootfs: string,
+  o: { cache: string; suite: string; mirror: string; r: Runner; log: (l: string) => void },
+): Promise<void> {
+  const key = createHash('sha256')
+    .update(JSON.stringify({ suite: o.suite, packages: DEBIAN_CI_PACKAGES, unsafeIo: true }))
+    .digest('hex')
+    .slice(0, 16);
+  const tarball = join(o.cache, `debootstrap-${o.suite}-${key}.tar.zst`);
+  await mkdir(rootfs, { recursive: true });
+  if (existsSync(tarball)) {
+    o.log(`unpacking ${tarball}`);
+    await o.r(['tar', '--zstd', '-xpf', tarball, '-C', rootfs, '--numeric-owner'], {
+      timeoutMs: 10 * 60_000,
+    });
+    return;
+  }
+  const debs = join(o.cache, 'debs');
+  await mkdir(debs, { recursive: true });
+  // dpkg inside the chroot reads this: no fsync per file (the image is made
+  // in one go and checked by booting it). It cut debootstrap from ~230 s to ~145 s here.
+  await mkdir(join(rootfs, 'etc/dpkg/dpkg.cfg.d'), { recursive: true });
+  await writeFile(join(rootfs, 'etc/dpkg/dpkg.cfg.d/99nestvirt-unsafe-io'), 'force-unsafe-io\n');
+  await o.r(
+    [
+      'debootstrap',
+      '--variant=minbase',
+      `--include=${DEBIAN_CI_PACKAGES.join(',')}`,
+      `--cache-dir=${debs}`,
+      o.suite,
+      rootfs,
+      o.mirror,
+    ],
+    { timeoutMs: 30 * 60_000 },
+  );
+  await rm(join(rootfs, 'etc/dpkg/dpkg.cfg.d/99nestvirt-unsafe-io'), { force: true });
+  const tmp = `${tarball}.${randomBytes(3).toString('hex')}.tmp`;
+  await o.r(['tar', '--zstd', '-cpf', tmp, '-C', rootfs, '--numeric-owner', '.'], {
+    timeoutMs: 10 * 60_000,
+  });
+  await rename(tmp, tarball);
 }
 
 /**
