@@ -217,3 +217,26 @@ function signalNumber(s: NodeJS.Signals): number {
   };
   return n[s] ?? 1;
 }
+
+/** One entry of the guest agent's `guest-network-get-interfaces` answer. */
+export interface GuestInterface {
+  name: string;
+  'hardware-address'?: string;
+  'ip-addresses'?: { 'ip-address-type': 'ipv4' | 'ipv6'; 'ip-address': string; prefix: number }[];
+}
+
+/**
+ * The guest's addresses on the NIC with `mac`, from the guest agent: IPv4
+ * first, then global IPv6; loopback and link-local left out.
+ */
+export function guestAddresses(ifaces: GuestInterface[], mac: string): string[] {
+  const nic = ifaces.find((i) => i['hardware-address']?.toLowerCase() === mac.toLowerCase());
+  const ips = nic?.['ip-addresses'] ?? [];
+  const v4 = ips.filter(
+    (a) => a['ip-address-type'] === 'ipv4' && !/^(127\.|169\.254\.)/.test(a['ip-address']),
+  );
+  const v6 = ips.filter(
+    (a) => a['ip-address-type'] === 'ipv6' && !/^(fe80:|::1$)/i.test(a['ip-address']),
+  );
+  return [...v4, ...v6].map((a) => a['ip-address']);
+}

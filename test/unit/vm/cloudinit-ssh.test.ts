@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { NotPossibleError } from '../../../src/errors.js';
 import {
+  guestAddresses,
   pickFreePort,
   resolveSshTarget,
   sshArgv,
@@ -181,4 +182,33 @@ test('pickFreePort returns a bindable loopback port', async () => {
     again.listen(p, '127.0.0.1', resolve);
   });
   again.close();
+});
+
+test('guestAddresses picks the NIC by MAC, IPv4 first, no loopback or link-local', () => {
+  const ifaces = [
+    {
+      name: 'lo',
+      'hardware-address': '00:00:00:00:00:00',
+      'ip-addresses': [
+        { 'ip-address-type': 'ipv4' as const, 'ip-address': '127.0.0.1', prefix: 8 },
+      ],
+    },
+    {
+      name: 'eth0',
+      'hardware-address': '52:54:00:12:34:56',
+      'ip-addresses': [
+        { 'ip-address-type': 'ipv6' as const, 'ip-address': 'fe80::5054:ff:fe12:3456', prefix: 64 },
+        { 'ip-address-type': 'ipv6' as const, 'ip-address': 'fd00:77::5', prefix: 64 },
+        { 'ip-address-type': 'ipv4' as const, 'ip-address': '10.77.0.5', prefix: 24 },
+      ],
+    },
+    { name: 'eth1', 'hardware-address': '52:54:00:00:00:02' },
+  ];
+  assert.deepEqual(guestAddresses(ifaces, '52:54:00:12:34:56'), ['10.77.0.5', 'fd00:77::5']);
+  assert.deepEqual(guestAddresses(ifaces, '52:54:00:12:34:56'.toUpperCase()), [
+    '10.77.0.5',
+    'fd00:77::5',
+  ]);
+  assert.deepEqual(guestAddresses(ifaces, '52:54:00:00:00:02'), []);
+  assert.deepEqual(guestAddresses(ifaces, '52:54:00:99:99:99'), []);
 });
