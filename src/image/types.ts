@@ -32,6 +32,16 @@ export interface ImageSpec {
   arch: 'x86_64';
   /** Hash of the inputs (package versions, build script version) for built-ins. */
   inputsHash?: string;
+  /** The inputs themselves (key -> version), so `image ls` can say why a rebuild happens. */
+  inputs?: Record<string, string>;
+  /** Line the guest prints on the serial console when its userspace is up (built-ins). */
+  readyMarker?: string;
+  /** Kernel release of a built-in (lib/modules folder name), e.g. 6.1.0-56-amd64. */
+  kernelRelease?: string;
+  /** Smallest memory the image is meant to run with, in MiB. */
+  minMemoryMiB?: number;
+  /** Where an imported image came from (path or URL), and its detected format. */
+  source?: string;
   /** sha256 of the disk for imported images. */
   sha256?: string;
   sizeBytes: number;

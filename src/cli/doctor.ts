@@ -1,0 +1,87 @@
+import type { Command } from './command.js';
+import { bool, str } from './command.js';
+import { eprintln, paint, printJson, println } from './output.js';
+import { runDoctor } from '../host/doctor.js';
+import { renderDoctor } from '../host/render.js';
+import { writeCapture } from '../host/capture.js';
+import { UsageError, ExitCode } from '../errors.js';
+import { statSync, accessSync, constants } from 'node:fs';
+
+export const doctorCommand: Command = {
+  name: 'doctor',
+  summary: 'what this machine can do: accelerated VMs, nested VMs, and the fix for each problem',
+  usage: 'doctor [--json] [--root DIR] [--capture FILE] [--no-probe]',
+  description: [
+    'Reads the CPU, the machine (bare metal or which hypervisor/cloud), its level, the KVM',
+    'modules and their nested parameter, /dev/kvm, and proves KVM works by booting a tiny',
+    'guest (and the QEMU TCG fallback). Exit 0 when accelerated VMs run here, 1 when not.',
+    '',
+    'examples:',
+    '  nestvirt doctor',
+    '  nestvirt doctor --json | jq .verdict',
+    '  nestvirt doctor --capture doctor.tar.gz      # attach this to bug reports',
+    '  mkdir t && tar -xzf doctor.tar.gz -C t && nestvirt doctor --root t',
+  ].join('\n'),
+  positionals: [0, 0],
+  flags: {
+    json: { type: 'boolean', help: 'print the report as JSON (schema: docs/doctor.md)' },
+    root: {
+      type: 'string',
+      arg: 'DIR',
+      help: 'analyse a captured tree laid out like / (no active probe)',
+    },
+    capture: {
+      type: 'string',
+      arg: 'FILE',
+      help: "write this machine's tree as a .tar.gz for bug reports",
+    },
+    'no-probe': { type: 'boolean', help: 'skip the active KVM/TCG probes (faster, less certain)' },
+  },
+  async run(args, ctx) {
+    const root = str(args, 'root');
+    const capture = str(args, 'capture');
+    const json = bool(args, 'json');
+    if (root !== undefined && capture !== undefined)
+      throw new UsageError(
+        'usage.conflict',
+        'doctor: --capture captures this machine; it cannot be combined with --root',
+        'drop one of them',
+      );
+    if (root !== undefined) {
+      let isDir = false;
+      try {
+        isDir = statSync(root).isDirectory();
+        accessSync(root, constants.R_OK | constants.X_OK);
+      } catch {
+        throw new UsageError(
+          'doctor.bad-root',
+          `--root ${root}: not a readable directory`,
+          'point --root at an unpacked capture (a directory with proc/cpuinfo)',
+        );
+      }
+      if (!isDir)
+        throw new UsageError(
+          'doctor.bad-root',
+          `--root ${root}: not a directory`,
+          'unpack a capture first: mkdir t && tar -xzf FILE -C t',
+        );
+    }
+    const report = await runDoctor({
+      run: ctx.run,
+      env: ctx.env,
+      ...(root !== undefined ? { root } : {}),
+      probe: root === undefined && !bool(args, 'no-probe'),
+      onStep: (t) => {
+        if (!json && ctx.out.interactive) eprintln(ctx.out, paint(ctx.out, 'gray', `… ${t}`));
+      },
+    });
+    if (capture !== undefined) {
+      const n = await writeCapture(capture, report, ctx.run);
+      if (!json)
+        println(ctx.out, `captured ${n} files to ${capture}: attach it to your bug report`);
+    }
+    if (json) printJson(ctx.out, report);
+    else ctx.out.stdout.write(renderDoctor(report, ctx.out));
+    return report.verdict.acceleratedVMs ? ExitCode.OK : ExitCode.NOT_POSSIBLE;
+  },
+};
