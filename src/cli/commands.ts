@@ -17,6 +17,7 @@ import { consoleCommand } from './console.js';
 import { logsCommand } from './logs.js';
 import { execCommand } from './exec.js';
 import { imageCommand } from './image.js';
+import { sshCommand } from './ssh.js';
 
 export const commands: Command[] = [
   versionCommand,
@@ -33,4 +34,5 @@ export const commands: Command[] = [
   logsCommand,
   execCommand,
   imageCommand,
+  sshCommand,
 ];

@@ -7,23 +7,30 @@ import { generateName, parseCpus, parseMemoryMiB, parseSeconds, parseSize } from
 import { nicsFromFlags } from '../vm/nics.js';
 import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
 import { UsageError } from '../errors.js';
+import { loadCloudInitInputs, writeCloudInit, type CloudInitInputs } from '../vm/cloudinit.js';
+import { withSshForward } from '../vm/ssh.js';
+import { lockVm } from '../vm/state.js';
 import type { AccelRequest } from '../vm/types.js';
 
 export const runCommand: Command = {
   name: 'run',
   summary: 'create and start a VM (default image: tiny)',
-  usage: 'run [IMAGE] [--name N] [--cpus N] [--memory 512M] [--nested] [--accel auto|kvm|tcg] [--net user] [--port HOST:GUEST]... [--wait] [--json]',
+  usage: 'run [IMAGE] [--name N] [--cpus N] [--memory 512M] [--nested] [--accel auto|kvm|tcg] [--net user] [--port HOST:GUEST]... [--user-data FILE] [--ssh-key FILE]... [--wait] [--json]',
   description: [
     'Creates a VM from IMAGE (a qcow2 overlay over the image\'s disk, which is never written)',
     'and starts it under QEMU in the background. --wait blocks until the guest agent answers',
     'and prints the time to ready. --accel auto uses KVM when this machine really runs KVM',
     'guests (doctor\'s probe) and says on stderr why it falls back to TCG otherwise.',
     '--nested exposes VT-x/AMD-V to the guest (-cpu host under KVM, -cpu max under TCG).',
+    'Images with cloud-init get a NoCloud seed: --user-data (#cloud-config, #! script or MIME',
+    'multipart, checked first) and --ssh-key (else a key made for the VM); images with sshd get',
+    'a free 127.0.0.1 port forwarded to port 22 for `nestvirt ssh` (docs/cloud-init.md).',
     '',
     'examples:',
     '  nestvirt run --name t1 --wait',
     '  nestvirt run tiny --name hv --nested --memory 1G --cpus 2 --wait',
     '  nestvirt run --name web --port 8080:80 --port 127.0.0.1:5353:53/udp',
+    '  nestvirt run debian-ci --name web --user-data web.yaml --ssh-key ~/.ssh/id_ed25519.pub --wait',
     '  nestvirt run --name k --kernel ./vmlinux --initrd ./initrd.img --append console=ttyS0',
   ].join('\n'),
   positionals: [0, 1],
@@ -39,6 +46,8 @@ export const runCommand: Command = {
     append: { type: 'string', arg: 'CMDLINE', help: "kernel command line (added to the image's)" },
     net: { type: 'string', multiple: true, arg: 'NET', help: 'network: user (default, NAT), none, or a nestvirt network' },
     port: { type: 'string', multiple: true, arg: '[ADDR:]HOST:GUEST[/udp]', help: 'forward a host port (127.0.0.1 unless ADDR) to the guest (user network)' },
+    'user-data': { type: 'string', arg: 'FILE', help: 'cloud-init user-data: #cloud-config YAML, a #! script or MIME multipart' },
+    'ssh-key': { type: 'string', multiple: true, arg: 'FILE', help: "ssh public key (.pub) for the image's user (repeatable; default: a key made for the VM)" },
     wait: { type: 'boolean', help: 'wait until the guest agent answers; print the time to ready' },
     'wait-timeout': { type: 'string', arg: 'SECONDS', help: 'give up waiting after this long (default 300)' },
     'no-start': { type: 'boolean', help: 'create the VM but do not start it' },
@@ -61,7 +70,20 @@ export const runCommand: Command = {
     const nics = await nicsFromFlags(list(args, 'net'), list(args, 'port'), name);
     const deps = vmDeps(ctx);
     const progress = new Progress(ctx.out);
-    await createVm(
+    // cloud-init (docs/cloud-init.md): --user-data and --ssh-key are checked
+    // against the image before anything exists; sshd gets a forwarded port.
+    const userData = str(args, 'user-data');
+    const sshKeys = list(args, 'ssh-key');
+    let cloudInit: CloudInitInputs | undefined;
+    let runNics = nics;
+    const lookup = images();
+    if (image && lookup) {
+      const img = await lookup({ root: deps.root, name: image, run: ctx.run, env: ctx.env, progress } as Parameters<typeof lookup>[0]);
+      cloudInit = await loadCloudInitInputs({ ...(userData !== undefined ? { userData } : {}), sshKeys }, img);
+      runNics = await withSshForward(nics, img.features);
+    } else if (userData !== undefined || sshKeys.length)
+      throw new UsageError('cloudinit.no-image', '--user-data and --ssh-key need an IMAGE with cloud-init', 'e.g. nestvirt run debian-ci --user-data FILE');
+    const created = await createVm(
         {
           name,
           ...(image ? { image } : {}),
@@ -73,11 +95,29 @@ export const runCommand: Command = {
           ...(str(args, 'kernel') ? { kernel: str(args, 'kernel')! } : {}),
           ...(str(args, 'initrd') ? { initrd: str(args, 'initrd')! } : {}),
           ...(str(args, 'append') ? { append: str(args, 'append')! } : {}),
-          nics,
+          nics: runNics,
+          ...(cloudInit ? { seed: vmPaths(deps.root, name).seed } : {}),
         },
         { ...deps, progress },
         images(),
     );
+    if (cloudInit) {
+      const inputs = cloudInit;
+      const p = vmPaths(deps.root, name);
+      try {
+        await progress.step('write the cloud-init seed', async () => {
+          const lock = await lockVm(p);
+          try {
+            await writeCloudInit({ name, dir: p.dir, createdAt: created.createdAt }, {}, inputs, ctx.run);
+          } finally {
+            await lock.release();
+          }
+        });
+      } catch (e) {
+        await rmVm(name, deps, { force: true }).catch(() => {});
+        throw e;
+      }
+    }
     let readyMs: number | null = null;
     if (!bool(args, 'no-start')) {
       try {

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { NotPossibleError, NestvirtError, ExitCode } from '../errors.js';
 import { Files } from '../state/paths.js';
+import type { NicSpec, PortForward } from './types.js';
 
 /** What `nestvirt ssh` needs to know about a VM (from its spec, runtime and image). */
 export interface SshVmView {
@@ -16,8 +17,10 @@ export interface SshVmView {
   dir: string;
   running: boolean;
   image: { name: string; sshd: boolean; cloudInit: boolean; sshUser?: string };
-  /** Host port on 127.0.0.1 forwarded to the guest's port 22 (user-mode networking). */
+  /** Host port forwarded to the guest's port 22 (user-mode networking). */
   sshPort?: number;
+  /** Host address of that forward (127.0.0.1 unless the VM was made with another). */
+  sshHost?: string;
   /** The guest's addresses on a bridge network, best first (empty: not known yet). */
   addresses?: string[];
   /** Network name when the VM is on a bridge network (for messages). */
@@ -66,7 +69,7 @@ export function resolveSshTarget(vm: SshVmView, opts: { user?: string } = {}): S
     alias: `nestvirt-${vm.name}`,
     ...(vm.identity ? { identity: vm.identity } : {}),
   };
-  if (vm.sshPort) return { host: '127.0.0.1', port: vm.sshPort, ...base };
+  if (vm.sshPort) return { host: vm.sshHost ?? '127.0.0.1', port: vm.sshPort, ...base };
   const addr = vm.addresses?.[0];
   if (addr) return { host: addr, port: 22, ...base };
   if (vm.network)
@@ -239,4 +242,43 @@ export function guestAddresses(ifaces: GuestInterface[], mac: string): string[] 
     (a) => a['ip-address-type'] === 'ipv6' && !/^(fe80:|::1$)/i.test(a['ip-address']),
   );
   return [...v4, ...v6].map((a) => a['ip-address']);
+}
+
+/**
+ * Adds a forward from a free 127.0.0.1 port to the guest's port 22 on the
+ * first user-mode NIC, when the image runs sshd (or cloud-init, which
+ * Debian-style cloud images pair with sshd) and no forward to 22 exists.
+ * Returns the NIC list to create the VM with (the input is not changed).
+ */
+export async function withSshForward(
+  nics: NicSpec[],
+  features: { sshd: boolean; cloudInit: boolean },
+  freePort: () => Promise<number> = pickFreePort,
+): Promise<NicSpec[]> {
+  if (!features.sshd && !features.cloudInit) return nics;
+  const i = nics.findIndex((n) => n.kind === 'user');
+  const user = nics[i];
+  if (!user || user.kind !== 'user') return nics;
+  if (user.forwards.some((f) => f.proto === 'tcp' && f.guestPort === 22)) return nics;
+  const fwd: PortForward = {
+    proto: 'tcp',
+    hostAddr: '127.0.0.1',
+    hostPort: await freePort(),
+    guestPort: 22,
+  };
+  return nics.map((n, j) => (j === i ? { ...user, forwards: [...user.forwards, fwd] } : n));
+}
+
+/** Where the host reaches the guest's sshd through a user-mode forward, from the VM's NICs. */
+export function sshForward(nics: NicSpec[]): { host: string; port: number } | undefined {
+  for (const n of nics)
+    if (n.kind === 'user') {
+      const f = n.forwards.find((x) => x.proto === 'tcp' && x.guestPort === 22);
+      if (f)
+        return {
+          host: ['0.0.0.0', '::', ''].includes(f.hostAddr) ? '127.0.0.1' : f.hostAddr,
+          port: f.hostPort,
+        };
+    }
+  return undefined;
 }
