@@ -33,9 +33,10 @@ import { acquire } from '../../src/state/lock.js';
 import { Dirs, Files } from '../../src/state/paths.js';
 import { writeJson } from '../../src/state/store.js';
 import type { ImageSpec } from '../../src/image/types.js';
+import { TEST_IMAGES_HOME } from './images.js';
 
 /** Bump when the recipe below changes in a way that changes the image. */
-const RECIPE = 5;
+const RECIPE = 6;
 
 /** Packages on top of debootstrap's minbase (no Recommends). */
 export const DEBIAN_CI_PACKAGES = [
@@ -101,12 +102,13 @@ export interface DebianImage {
   build: { cached: boolean; seconds: Record<string, number> };
 }
 
-/** Shared cache for test images (survives between test runs on one machine). */
+/**
+ * Shared cache for the Debian test image: $NESTVIRT_TEST_CACHE, else a
+ * folder in the shared test-images home of test/helpers/images.ts (which
+ * survives between test runs on one machine).
+ */
 export function testCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return (
-    env.NESTVIRT_TEST_CACHE ||
-    join(existsSync('/var/tmp') ? '/var/tmp' : tmpdir(), 'nestvirt-test-cache')
-  );
+  return env.NESTVIRT_TEST_CACHE || join(TEST_IMAGES_HOME, 'debian-ci');
 }
 
 /**
@@ -385,9 +387,13 @@ async function configureRootfs(
   await writeFile(join(rootfs, 'etc/machine-id'), '');
   await rm(join(rootfs, 'var/lib/dbus/machine-id'), { force: true });
   // Only the NoCloud seed is looked for; the default list probes a dozen clouds.
+  // locale: the default regenerates en_US.UTF-8 (a minute under TCG, and
+  // update-locale fails on minbase); C.UTF-8 is built into glibc.
+  // manage_etc_hosts: the new hostname resolves (sudo complains otherwise),
+  // as on Debian's own cloud images.
   await writeFile(
     join(rootfs, 'etc/cloud/cloud.cfg.d/90-nestvirt-test.cfg'),
-    'datasource_list: [NoCloud, None]\n',
+    'datasource_list: [NoCloud, None]\nlocale: false\nmanage_etc_hosts: true\n',
   );
   // Loopback only; cloud-init writes the NIC's stanza into interfaces.d.
   await writeFile(
