@@ -107,6 +107,8 @@ export function sshArgv(
     '-o',
     `HostKeyAlias=${t.alias}`,
     '-o',
+    'HashKnownHosts=no',
+    '-o',
     'CheckHostIP=no',
     '-o',
     'ConnectTimeout=20',

@@ -103,6 +103,8 @@ test('sshArgv: per-VM known_hosts, accept-new, the VM key, then the command afte
     '-o',
     'HostKeyAlias=nestvirt-web',
     '-o',
+    'HashKnownHosts=no',
+    '-o',
     'CheckHostIP=no',
     '-o',
     'ConnectTimeout=20',
