@@ -1,5 +1,5 @@
 import type { Command } from './command.js';
-import { attachConsole, DETACH_KEY } from '../vm/console.js';
+import { attachConsole, consoleInUse, DETACH_KEY } from '../vm/console.js';
 import { vmDeps } from '../vm/cli-support.js';
 import { checkVmName } from '../vm/parse.js';
 import { reconcile, vmPaths } from '../vm/state.js';
@@ -24,6 +24,8 @@ export const consoleCommand: Command = {
     const p = vmPaths(vmDeps(ctx).root, name);
     const r = await reconcile(p, { write: 'try' });
     if (r.pid === null) throw new NotPossibleError('vm.not-running', `VM ${name} is not running`, `start it: nestvirt start ${name} (its past output: nestvirt logs ${name})`);
+    if (await consoleInUse(p.qmp))
+      throw new NotPossibleError('vm.console-busy', `VM ${name}'s console is in use by another client`, `detach that one first (${DETACH_KEY}); meanwhile: nestvirt logs ${name} -f`);
     const how = await attachConsole(p.serial, name, { stdin: process.stdin, stdout: ctx.out.stdout, note: (l) => eprintln(ctx.out, l) });
     return how === 'vm-stopped' ? 1 : 0;
   },

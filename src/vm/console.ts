@@ -8,7 +8,26 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { NotPossibleError } from '../errors.js';
-import { connectUnix } from './qmp.js';
+import { connectUnix, QmpClient } from './qmp.js';
+
+/**
+ * Whether another client holds the serial console: QEMU's socket chardev
+ * takes one client, and shows `disconnected:` in its filename when free
+ * (QMP query-chardev). A second client would otherwise wait silently.
+ */
+export async function consoleInUse(qmpPath: string, label = 'serial0'): Promise<boolean> {
+  let q: QmpClient | undefined;
+  try {
+    q = await QmpClient.connect(qmpPath, { timeoutMs: 3000 });
+    const devs = await q.execute<{ label: string; filename: string }[]>('query-chardev');
+    const d = devs.find((c) => c.label === label);
+    return !!d && !d.filename.startsWith('disconnected:');
+  } catch {
+    return false; // cannot tell: let the attach try
+  } finally {
+    q?.close();
+  }
+}
 
 /** The detach key: Ctrl-] */
 export const DETACH_BYTE = 0x1d;

@@ -8,8 +8,7 @@
 import { readFileSync, statSync, readdirSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
-import { gatherFacts, diagnose, type HostFacts } from '../host/doctor.js';
-import { probeKvm } from '../host/probe.js';
+import type { HostFacts } from '../host/doctor.js';
 import type { ChainInfo, Runner as ChainRunner } from '../host/chain.js';
 import { NotPossibleError } from '../errors.js';
 import { Dirs } from '../state/paths.js';
@@ -115,6 +114,9 @@ export async function hostVerdict(root: string, run: Runner, env: NodeJS.Process
   } catch {
     /* probe again */
   }
+  // Loaded here, not at start-up: only a cache miss needs doctor.
+  const { gatherFacts, diagnose } = await import('../host/doctor.js');
+  const { probeKvm } = await import('../host/probe.js');
   const facts = await gatherFacts({ run, env, probe: false });
   if (facts.kvm.device)
     facts.kvm.probe = await probeKvm({ run, arch: facts.cpu.arch, env, pvm: facts.kvm.module === 'kvm_pvm' });

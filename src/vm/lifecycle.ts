@@ -77,6 +77,12 @@ export interface CreateOptions {
   nics: NicSpec[];
   /** A NoCloud seed image to attach (written by the cloud-init layer into the VM dir). */
   seed?: string;
+  /**
+   * Runs inside the new VM's directory, under its lock, before spec.json is
+   * written (e.g. the cloud-init layer writes seed.iso to `paths.seed` and
+   * returns `{ seed: paths.seed }`). A throw removes the half-made VM.
+   */
+  prepare?: (paths: VmPaths, spec: VmSpec, image: ImageSpec | undefined) => Promise<Partial<VmSpec> | void>;
 }
 
 async function mustExist(what: string, path: string): Promise<void> {
@@ -156,7 +162,9 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
   try {
     const kernel = o.kernel ?? image?.kernel;
     const initrd = o.kernel ? o.initrd : (o.initrd ?? image?.initrd);
-    const append = [o.kernel ? undefined : image?.cmdline, o.append].filter(Boolean).join(' ') || undefined;
+    // Built-in images take their host name from the command line (src/image/guest.ts).
+    const hostnameArg = !o.kernel && image?.builtin ? `nestvirt.hostname=${o.name}` : undefined;
+    const append = [o.kernel ? undefined : image?.cmdline, hostnameArg, o.append].filter(Boolean).join(' ') || undefined;
     let disk: VmSpec['disk'];
     if (image?.disk) {
       const baseSize = await virtualSize(deps.run, image.disk, image.diskFormat ?? 'qcow2');
@@ -184,10 +192,12 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
       imageFeatures: image?.features ?? { guestAgent: true, sshd: false, cloudInit: false, kvmModules: false, nestvirt: false },
       createdAt: new Date().toISOString(),
     };
+    const extra = o.prepare ? await o.prepare(p, spec, image) : undefined;
+    const final: VmSpec = { ...spec, ...(extra ?? {}) };
     const runtime: VmRuntime = { state: 'stopped', pid: null, accel: null };
     await writeJson(p.runtime, runtime);
-    await writeJson(p.spec, spec); // last: a dir with spec.json is a VM
-    return spec;
+    await writeJson(p.spec, final); // last: a dir with spec.json is a VM
+    return final;
   } catch (e) {
     await rm(p.dir, { recursive: true, force: true });
     throw e;
