@@ -9,8 +9,8 @@ import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
 import { UsageError } from '../errors.js';
 import { loadCloudInitInputs, writeCloudInit, type CloudInitInputs } from '../vm/cloudinit.js';
 import { withSshForward } from '../vm/ssh.js';
-import { lockVm } from '../vm/state.js';
-import type { AccelRequest } from '../vm/types.js';
+import type { AccelRequest, VmSpec } from '../vm/types.js';
+import type { VmPaths } from '../vm/state.js';
 
 export const runCommand: Command = {
   name: 'run',
@@ -83,7 +83,7 @@ export const runCommand: Command = {
       runNics = await withSshForward(nics, img.features);
     } else if (userData !== undefined || sshKeys.length)
       throw new UsageError('cloudinit.no-image', '--user-data and --ssh-key need an IMAGE with cloud-init', 'e.g. nestvirt run debian-ci --user-data FILE');
-    const created = await createVm(
+    await createVm(
         {
           name,
           ...(image ? { image } : {}),
@@ -96,28 +96,23 @@ export const runCommand: Command = {
           ...(str(args, 'initrd') ? { initrd: str(args, 'initrd')! } : {}),
           ...(str(args, 'append') ? { append: str(args, 'append')! } : {}),
           nics: runNics,
-          ...(cloudInit ? { seed: vmPaths(deps.root, name).seed } : {}),
+          // The seed is written into the VM dir under the VM's lock before
+          // spec.json; a failure removes the half-made VM (createVm's prepare).
+          ...(cloudInit
+            ? {
+                prepare: async (paths: VmPaths, spec: VmSpec) => {
+                  const inputs = cloudInit!;
+                  await progress.step('write the cloud-init seed', () =>
+                    writeCloudInit({ name, dir: paths.dir, createdAt: spec.createdAt }, {}, inputs, ctx.run),
+                  );
+                  return { seed: paths.seed };
+                },
+              }
+            : {}),
         },
         { ...deps, progress },
         images(),
     );
-    if (cloudInit) {
-      const inputs = cloudInit;
-      const p = vmPaths(deps.root, name);
-      try {
-        await progress.step('write the cloud-init seed', async () => {
-          const lock = await lockVm(p);
-          try {
-            await writeCloudInit({ name, dir: p.dir, createdAt: created.createdAt }, {}, inputs, ctx.run);
-          } finally {
-            await lock.release();
-          }
-        });
-      } catch (e) {
-        await rmVm(name, deps, { force: true }).catch(() => {});
-        throw e;
-      }
-    }
     let readyMs: number | null = null;
     if (!bool(args, 'no-start')) {
       try {
