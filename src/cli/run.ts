@@ -7,7 +7,7 @@ import { generateName, parseCpus, parseMemoryMiB, parseSeconds, parseSize } from
 import { nicsFromFlags } from '../vm/nics.js';
 import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
 import { UsageError } from '../errors.js';
-import { loadCloudInitInputs, writeCloudInit, type CloudInitInputs } from '../vm/cloudinit.js';
+import { loadCloudInitInputs, nicsForCloudInit, writeCloudInit, type CloudInitInputs, type NicConfig } from '../vm/cloudinit.js';
 import { withSshForward } from '../vm/ssh.js';
 import type { AccelRequest, VmSpec } from '../vm/types.js';
 import type { VmPaths } from '../vm/state.js';
@@ -76,11 +76,17 @@ export const runCommand: Command = {
     const sshKeys = list(args, 'ssh-key');
     let cloudInit: CloudInitInputs | undefined;
     let runNics = nics;
+    let networkConfig: NicConfig[] | undefined;
     const lookup = images();
     if (image && lookup) {
       const img = await lookup({ root: deps.root, name: image, run: ctx.run, env: ctx.env, progress } as Parameters<typeof lookup>[0]);
       cloudInit = await loadCloudInitInputs({ ...(userData !== undefined ? { userData } : {}), sshKeys }, img);
       runNics = await withSshForward(nics, img.features);
+      if (cloudInit) {
+        const net = nicsForCloudInit(name, runNics);
+        runNics = net.nics;
+        networkConfig = net.config;
+      }
     } else if (userData !== undefined || sshKeys.length)
       throw new UsageError('cloudinit.no-image', '--user-data and --ssh-key need an IMAGE with cloud-init', 'e.g. nestvirt run debian-ci --user-data FILE');
     await createVm(
@@ -103,7 +109,7 @@ export const runCommand: Command = {
                 prepare: async (paths: VmPaths, spec: VmSpec) => {
                   const inputs = cloudInit!;
                   await progress.step('write the cloud-init seed', () =>
-                    writeCloudInit({ name, dir: paths.dir, createdAt: spec.createdAt }, {}, inputs, ctx.run),
+                    writeCloudInit({ name, dir: paths.dir, createdAt: spec.createdAt }, {}, inputs, ctx.run, networkConfig),
                   );
                   return { seed: paths.seed };
                 },

@@ -507,3 +507,33 @@ export async function writeCloudInit(
 export async function readCloudInitRecord(vmDir: string): Promise<CloudInitRecord | undefined> {
   return readJson<CloudInitRecord>(join(vmDir, Files.cloudInit));
 }
+
+/** A locally administered MAC for a VM's NIC, stable for (VM name, NIC index). */
+export function macFor(vmName: string, index: number): string {
+  const h = createHash('sha256').update(`${vmName}\0${index}`).digest();
+  return [
+    '52',
+    '54',
+    '00',
+    ...[h[0]!, h[1]!, h[2]!].map((b) => b.toString(16).padStart(2, '0')),
+  ].join(':');
+}
+
+/**
+ * With a user-mode NIC only, cloud-init's fallback (DHCP on the first NIC)
+ * is right and no network-config is written. With several NICs (a bridge
+ * network's tap besides or instead of user-mode), every NIC is configured
+ * for DHCP by MAC; NICs without a MAC get a stable one here. Returns the
+ * NICs to create the VM with and the network-config input (none: fallback).
+ */
+export function nicsForCloudInit<N extends { kind: string; mac?: string }>(
+  vmName: string,
+  nics: N[],
+): { nics: N[]; config: NicConfig[] | undefined } {
+  if (nics.length <= 1 && nics.every((n) => n.kind === 'user')) return { nics, config: undefined };
+  const withMacs = nics.map((n, i) => (n.mac ? n : { ...n, mac: macFor(vmName, i) }));
+  return {
+    nics: withMacs,
+    config: withMacs.map((n) => ({ mac: n.mac!, addresses: 'dhcp' as const })),
+  };
+}

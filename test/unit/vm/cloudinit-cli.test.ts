@@ -192,3 +192,29 @@ test('withSshForward adds a loopback forward to 22 only where it belongs', async
   assert.equal(await withSshForward(has, { sshd: true, cloudInit: true }, port), has);
   assert.deepEqual(sshForward(has), { host: '127.0.0.1', port: 2200 });
 });
+
+test('run with two NICs gives each a MAC and the seed a network-config (DHCP by MAC)', async () => {
+  const r = await runCli(
+    ['run', 'cloudy', '--name', 'n2', '--no-start', '--net', 'user', '--net', 'user'],
+    { env: env() },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const s = await spec('n2');
+  const macs = s.nics.map((n) => n.mac);
+  assert.equal(macs.length, 2);
+  for (const m of macs) assert.match(m ?? '', /^52:54:00(:[0-9a-f]{2}){3}$/);
+  const out = join(home, 'nc.out');
+  await run([
+    'xorriso',
+    '-osirrox',
+    'on',
+    '-indev',
+    join(home, 'vms', 'n2', 'seed.iso'),
+    '-extract',
+    '/network-config',
+    out,
+  ]);
+  const nc = await readFile(out, 'utf8');
+  for (const m of macs) assert.match(nc, new RegExp(`macaddress: ${m}`));
+  assert.match(nc, /dhcp4: true/);
+});

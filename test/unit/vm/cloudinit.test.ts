@@ -18,6 +18,8 @@ import {
   loadCloudInitInputs,
   writeCloudInit,
   readCloudInitRecord,
+  nicsForCloudInit,
+  macFor,
 } from '../../../src/vm/cloudinit.js';
 import { UsageError } from '../../../src/errors.js';
 import { run } from '../../../src/util/exec.js';
@@ -408,4 +410,27 @@ test('writeCloudInit makes a key when none was given, the seed and its record', 
   assert.equal(r2.record.userData?.kind, 'script');
   assert.match(r2.record.userData?.sha256 ?? '', /^[0-9a-f]{64}$/);
   assert.equal(await readCloudInitRecord(await tmp()), undefined);
+});
+
+test('nicsForCloudInit: fallback for one user NIC, DHCP by MAC for several', () => {
+  const user = [{ kind: 'user' as const, forwards: [] }];
+  assert.deepEqual(nicsForCloudInit('web', user), { nics: user, config: undefined });
+  assert.deepEqual(nicsForCloudInit('web', []), { nics: [], config: undefined });
+  const two = [
+    { kind: 'user' as const, forwards: [] as never[] },
+    { kind: 'tap' as const, ifname: 'nv-lab-0', mac: '52:54:00:aa:bb:cc' },
+  ];
+  const r = nicsForCloudInit('web', two);
+  assert.equal(r.nics[0]!.mac, macFor('web', 0));
+  assert.match(r.nics[0]!.mac!, /^52:54:00(:[0-9a-f]{2}){3}$/);
+  assert.equal(r.nics[1], two[1]);
+  assert.deepEqual(r.config, [
+    { mac: macFor('web', 0), addresses: 'dhcp' },
+    { mac: '52:54:00:aa:bb:cc', addresses: 'dhcp' },
+  ]);
+  assert.notEqual(macFor('web', 0), macFor('web', 1));
+  assert.equal(macFor('web', 0), macFor('web', 0));
+  // The rendered seed then carries network-config.
+  const files = renderSeed({ name: 'web', instanceId: 'i', sshKeys: [], nics: r.config! });
+  assert.ok(files.some((f) => f.path === 'network-config'));
 });
