@@ -1,6 +1,6 @@
 /**
  * Test set-up: a lean Debian image with cloud-init, sshd and qemu-guest-agent,
- * built on this machine with debootstrap from the apt mirror this machine
+ * built on this machine with mmdebstrap (or debootstrap) from the apt mirror this machine
  * already uses (read from its apt sources, never written into the project),
  * booted by direct kernel boot (an uncompressed vmlinux through PVH, a
  * busybox initramfs that loads virtio and ext4, then systemd on /dev/vda).
@@ -36,7 +36,7 @@ import type { ImageSpec } from '../../src/image/types.js';
 import { TEST_IMAGES_HOME } from './images.js';
 
 /** Bump when the recipe below changes in a way that changes the image. */
-const RECIPE = 6;
+const RECIPE = 7;
 
 /** Packages on top of debootstrap's minbase (no Recommends). */
 export const DEBIAN_CI_PACKAGES = [
@@ -224,7 +224,7 @@ export async function debianImage(
     try {
       await mkdir(work, { recursive: true });
       const rootfs = join(work, 'rootfs');
-      await timed('debootstrap', () => bootstrapRootfs(rootfs, { cache, suite, mirror, r, log }));
+      await timed('bootstrap', () => bootstrapRootfs(rootfs, { cache, suite, mirror, r, log }));
       const kdir = join(work, 'kernel');
       await timed('kernel', async () => {
         await r(['apt-get', 'download', '-q', `${kernel.pkg}=${kernel.version}`], {
@@ -296,51 +296,74 @@ function result(dir: string, release: string, build: DebianImage['build']): Debi
 }
 
 /**
- * debootstrap (minbase + DEBIAN_CI_PACKAGES) into `rootfs`. The result is
- * kept as a tarball keyed by suite and package list only, so a change to
- * the recipe after this step does not pay for debootstrap again.
+ * Bootstraps Debian (minbase + DEBIAN_CI_PACKAGES, no Recommends) into
+ * `rootfs` with mmdebstrap, the faster debootstrap (apt resolves and fetches
+ * in parallel, dpkg runs once): measured here 135 s against debootstrap's
+ * 354 s for the same packages at the same load. NESTVIRT_TEST_BOOTSTRAP=
+ * debootstrap uses debootstrap instead. With NESTVIRT_TEST_KEEP_ROOTFS=1 the
+ * result is also kept as a tarball keyed by the package list, so recipe
+ * changes after this step skip it (for working on the recipe; CI builds once).
  */
 async function bootstrapRootfs(
   rootfs: string,
   o: { cache: string; suite: string; mirror: string; r: Runner; log: (l: string) => void },
 ): Promise<void> {
+  const tool = process.env.NESTVIRT_TEST_BOOTSTRAP === 'debootstrap' ? 'debootstrap' : 'mmdebstrap';
   const key = createHash('sha256')
-    .update(JSON.stringify({ suite: o.suite, packages: DEBIAN_CI_PACKAGES, unsafeIo: true }))
+    .update(JSON.stringify({ tool, suite: o.suite, packages: DEBIAN_CI_PACKAGES, unsafeIo: true }))
     .digest('hex')
     .slice(0, 16);
-  const tarball = join(o.cache, `debootstrap-${o.suite}-${key}.tar.zst`);
-  await mkdir(rootfs, { recursive: true });
+  const tarball = join(o.cache, `${tool}-${o.suite}-${key}.tar.zst`);
   if (existsSync(tarball)) {
+    await mkdir(rootfs, { recursive: true });
     o.log(`unpacking ${tarball}`);
     await o.r(['tar', '--zstd', '-xpf', tarball, '-C', rootfs, '--numeric-owner'], {
       timeoutMs: 10 * 60_000,
     });
     return;
   }
-  const debs = join(o.cache, 'debs');
-  await mkdir(debs, { recursive: true });
-  // dpkg inside the chroot reads this: no fsync per file (the image is made
-  // in one go and checked by booting it). It cut debootstrap from ~230 s to ~145 s here.
-  await mkdir(join(rootfs, 'etc/dpkg/dpkg.cfg.d'), { recursive: true });
-  await writeFile(join(rootfs, 'etc/dpkg/dpkg.cfg.d/99nestvirt-unsafe-io'), 'force-unsafe-io\n');
-  await o.r(
-    [
-      'debootstrap',
-      '--variant=minbase',
-      `--include=${DEBIAN_CI_PACKAGES.join(',')}`,
-      `--cache-dir=${debs}`,
-      o.suite,
-      rootfs,
-      o.mirror,
-    ],
-    { timeoutMs: 30 * 60_000 },
-  );
-  await rm(join(rootfs, 'etc/dpkg/dpkg.cfg.d/99nestvirt-unsafe-io'), { force: true });
-  const tmp = `${tarball}.${randomBytes(3).toString('hex')}.tmp`;
-  await o.r(['tar', '--zstd', '-cpf', tmp, '-C', rootfs, '--numeric-owner', '.'], {
-    timeoutMs: 10 * 60_000,
-  });
-  await rename(tmp, tarball);
+  if (tool === 'mmdebstrap') {
+    await o.r(
+      [
+        'mmdebstrap',
+        '--variant=minbase',
+        `--include=${DEBIAN_CI_PACKAGES.join(',')}`,
+        // No fsync per file: the image is made in one go and checked by booting it.
+        '--dpkgopt=force-unsafe-io',
+        '--aptopt=APT::Install-Recommends "false"',
+        '--aptopt=Acquire::Languages "none"',
+        o.suite,
+        rootfs,
+        o.mirror,
+      ],
+      { timeoutMs: 30 * 60_000 },
+    );
+  } else {
+    const debs = join(o.cache, 'debs');
+    await mkdir(debs, { recursive: true });
+    // dpkg inside the chroot reads this: no fsync per file (~230 s -> ~145 s here).
+    await mkdir(join(rootfs, 'etc/dpkg/dpkg.cfg.d'), { recursive: true });
+    await writeFile(join(rootfs, 'etc/dpkg/dpkg.cfg.d/99mmdebstrap'), 'force-unsafe-io\n');
+    await o.r(
+      [
+        'debootstrap',
+        '--variant=minbase',
+        `--include=${DEBIAN_CI_PACKAGES.join(',')}`,
+        `--cache-dir=${debs}`,
+        o.suite,
+        rootfs,
+        o.mirror,
+      ],
+      { timeoutMs: 30 * 60_000 },
+    );
+  }
+  if (process.env.NESTVIRT_TEST_KEEP_ROOTFS === '1') {
+    const tmp = `${tarball}.${randomBytes(3).toString('hex')}.tmp`;
+    await o.r(['tar', '--zstd', '-cpf', tmp, '-C', rootfs, '--numeric-owner', '.'], {
+      timeoutMs: 10 * 60_000,
+    });
+    await rename(tmp, tarball);
+  }
 }
 
 /**
@@ -415,6 +438,9 @@ async function configureRootfs(
     if (f !== 'partial' && f !== 'lock')
       await rm(join(rootfs, 'var/lib/apt/lists', f), { recursive: true, force: true });
   await rm(join(rootfs, 'debootstrap'), { recursive: true, force: true });
+  // The bootstrap's own settings (unsafe io, no recommends) are not the image's.
+  await rm(join(rootfs, 'etc/dpkg/dpkg.cfg.d/99mmdebstrap'), { force: true });
+  await rm(join(rootfs, 'etc/apt/apt.conf.d/99mmdebstrap'), { force: true });
 }
 
 /** The modules to insmod, dependencies first, from the kernel's modules.dep. */
