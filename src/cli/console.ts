@@ -23,10 +23,23 @@ export const consoleCommand: Command = {
     const name = checkVmName(args.positionals[0]!);
     const p = vmPaths(vmDeps(ctx).root, name);
     const r = await reconcile(p, { write: 'try' });
-    if (r.pid === null) throw new NotPossibleError('vm.not-running', `VM ${name} is not running`, `start it: nestvirt start ${name} (its past output: nestvirt logs ${name})`);
+    if (r.pid === null)
+      throw new NotPossibleError(
+        'vm.not-running',
+        `VM ${name} is not running`,
+        `start it: nestvirt start ${name} (its past output: nestvirt logs ${name})`,
+      );
     if (await consoleInUse(p.qmp))
-      throw new NotPossibleError('vm.console-busy', `VM ${name}'s console is in use by another client`, `detach that one first (${DETACH_KEY}); meanwhile: nestvirt logs ${name} -f`);
-    const how = await attachConsole(p.serial, name, { stdin: process.stdin, stdout: ctx.out.stdout, note: (l) => eprintln(ctx.out, l) });
+      throw new NotPossibleError(
+        'vm.console-busy',
+        `VM ${name}'s console is in use by another client`,
+        `detach that one first (${DETACH_KEY}); meanwhile: nestvirt logs ${name} -f`,
+      );
+    const how = await attachConsole(p.serial, name, {
+      stdin: process.stdin,
+      stdout: ctx.out.stdout,
+      note: (l) => eprintln(ctx.out, l),
+    });
     return how === 'vm-stopped' ? 1 : 0;
   },
 };

@@ -30,16 +30,30 @@ export const execCommand: Command = {
   flags: {
     timeout: { type: 'string', arg: 'SECONDS', help: 'give up after this long (default 60)' },
     stdin: { type: 'boolean', short: 'i', help: "send this command's stdin to the guest command" },
-    env: { type: 'string', multiple: true, arg: 'K=V', help: 'environment for the command (replaces the agent\'s)' },
-    json: { type: 'boolean', help: 'print {exitCode, signal, stdout, stderr} (and exit with exitCode)' },
+    env: {
+      type: 'string',
+      multiple: true,
+      arg: 'K=V',
+      help: "environment for the command (replaces the agent's)",
+    },
+    json: {
+      type: 'boolean',
+      help: 'print {exitCode, signal, stdout, stderr} (and exit with exitCode)',
+    },
   },
   async run(args, ctx) {
     const name = checkVmName(args.positionals[0]!);
     if (args.rest.length === 0)
-      throw new UsageError('vm.exec-no-command', 'exec: no command given', `put it after --: nestvirt exec ${name} -- uname -a`);
+      throw new UsageError(
+        'vm.exec-no-command',
+        'exec: no command given',
+        `put it after --: nestvirt exec ${name} -- uname -a`,
+      );
     const timeoutS = parseSeconds('--timeout', str(args, 'timeout') ?? '60');
     const env = list(args, 'env');
-    for (const e of env) if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) throw new UsageError('vm.bad-env', `--env must be NAME=VALUE, got ${JSON.stringify(e)}`);
+    for (const e of env)
+      if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e))
+        throw new UsageError('vm.bad-env', `--env must be NAME=VALUE, got ${JSON.stringify(e)}`);
     const input = bool(args, 'stdin') ? await readAll(process.stdin) : undefined;
     const r = await execInVm(name, args.rest, vmDeps(ctx), {
       timeoutMs: timeoutS * 1000,
@@ -47,7 +61,12 @@ export const execCommand: Command = {
       ...(env.length ? { env } : {}),
     });
     if (bool(args, 'json')) {
-      printJson(ctx.out, { exitCode: r.exitCode, signal: r.signal, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') });
+      printJson(ctx.out, {
+        exitCode: r.exitCode,
+        signal: r.signal,
+        stdout: r.stdout.toString('utf8'),
+        stderr: r.stderr.toString('utf8'),
+      });
       return r.exitCode;
     }
     await new Promise<void>((res) => ctx.out.stdout.write(r.stdout, () => res()));

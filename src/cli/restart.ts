@@ -11,10 +11,18 @@ export const restartCommand: Command = {
   usage: 'restart VM [--timeout S] [--force] [--wait] [--json]',
   positionals: [1, 1],
   flags: {
-    timeout: { type: 'string', arg: 'SECONDS', help: 'how long the guest gets to power off (default 30)' },
+    timeout: {
+      type: 'string',
+      arg: 'SECONDS',
+      help: 'how long the guest gets to power off (default 30)',
+    },
     force: { type: 'boolean', help: 'do not wait for the guest to power off' },
     wait: { type: 'boolean', help: 'wait until the guest agent answers again' },
-    'wait-timeout': { type: 'string', arg: 'SECONDS', help: 'give up waiting after this long (default 300)' },
+    'wait-timeout': {
+      type: 'string',
+      arg: 'SECONDS',
+      help: 'give up waiting after this long (default 300)',
+    },
     json: { type: 'boolean', help: 'print {name, stop: {how, ms}, start: {pid, accel, readyMs}}' },
   },
   async run(args, ctx) {
@@ -26,8 +34,16 @@ export const restartCommand: Command = {
     const start = await startVm(name, deps);
     const readyMs = bool(args, 'wait') ? (await waitReady(name, deps, waitS * 1000)).readyMs : null;
     if (bool(args, 'json'))
-      printJson(ctx.out, { name, stop: { how: stop.how, ms: stop.ms }, start: { pid: start.pid, accel: start.accel, readyMs } });
-    else println(ctx.out, `${name} restarted${readyMs !== null ? `, ready in ${(readyMs / 1000).toFixed(2)} s` : ''}`);
+      printJson(ctx.out, {
+        name,
+        stop: { how: stop.how, ms: stop.ms },
+        start: { pid: start.pid, accel: start.accel, readyMs },
+      });
+    else
+      println(
+        ctx.out,
+        `${name} restarted${readyMs !== null ? `, ready in ${(readyMs / 1000).toFixed(2)} s` : ''}`,
+      );
     return 0;
   },
 };

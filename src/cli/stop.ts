@@ -18,7 +18,11 @@ export const stopCommand: Command = {
   ].join('\n'),
   positionals: [1, 1],
   flags: {
-    timeout: { type: 'string', arg: 'SECONDS', help: 'how long the guest gets to power off (default 30)' },
+    timeout: {
+      type: 'string',
+      arg: 'SECONDS',
+      help: 'how long the guest gets to power off (default 30)',
+    },
     force: { type: 'boolean', help: 'do not wait for the guest: quit QEMU now' },
     json: { type: 'boolean', help: 'print {name, status, how, ms}; how: powerdown|quit|kill|none' },
   },

@@ -68,7 +68,9 @@ export async function attachConsole(
     );
   }
   const tty = !!io.stdin.isTTY && typeof io.stdin.setRawMode === 'function';
-  io.note(`Connected to VM ${name}'s console; detach with ${DETACH_KEY}${tty ? '' : ' (or end the input)'}.`);
+  io.note(
+    `Connected to VM ${name}'s console; detach with ${DETACH_KEY}${tty ? '' : ' (or end the input)'}.`,
+  );
 
   let wasRaw = false;
   const restore = (): void => {

@@ -34,7 +34,10 @@ export async function findQemu(env: NodeJS.ProcessEnv): Promise<string> {
 }
 
 /** Parses `qemu -version` output. */
-export function parseVersion(text: string): { version: string; versionNum: [number, number, number] } {
+export function parseVersion(text: string): {
+  version: string;
+  versionNum: [number, number, number];
+} {
   const m = /version (\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
   if (!m) return { version: 'unknown', versionNum: [0, 0, 0] };
   const n: [number, number, number] = [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
@@ -94,7 +97,11 @@ interface Cached {
 }
 
 /** Features of the QEMU binary, from the cache when the binary has not changed. */
-export async function qemuFeatures(root: string, run: Runner, env: NodeJS.ProcessEnv): Promise<QemuFeatures> {
+export async function qemuFeatures(
+  root: string,
+  run: Runner,
+  env: NodeJS.ProcessEnv,
+): Promise<QemuFeatures> {
   const binary = await findQemu(env);
   const st = await stat(binary);
   const key = `${binary}:${st.size}:${st.mtimeMs}`;
@@ -107,7 +114,11 @@ export async function qemuFeatures(root: string, run: Runner, env: NodeJS.Proces
   }
   const features = await probeQemu(run, binary);
   if (features.cpuModels.length === 0 || features.machines.length === 0)
-    throw new NotPossibleError('vm.qemu-broken', `${binary} did not list its CPU models or machines`, `run ${binary} -cpu help to see why`);
+    throw new NotPossibleError(
+      'vm.qemu-broken',
+      `${binary} did not list its CPU models or machines`,
+      `run ${binary} -cpu help to see why`,
+    );
   try {
     await writeJson(file, { key, features } satisfies Cached);
   } catch {

@@ -101,11 +101,19 @@ export function ownChain(f: HostFacts): ChainInfo {
     return c;
   }
   const level = f.level;
-  return { level, relative: 0, chain: [{ level, relative: 0, name: hostname(), runner: runnerOf(f) }] };
+  return {
+    level,
+    relative: 0,
+    chain: [{ level, relative: 0, name: hostname(), runner: runnerOf(f) }],
+  };
 }
 
 /** Doctor's facts and verdict reduced to what starting a VM needs. */
-export async function hostVerdict(root: string, run: Runner, env: NodeJS.ProcessEnv): Promise<HostVerdict> {
+export async function hostVerdict(
+  root: string,
+  run: Runner,
+  env: NodeJS.ProcessEnv,
+): Promise<HostVerdict> {
   const key = verdictKey();
   const file = join(root, Dirs.cache, 'host-verdict.json');
   try {
@@ -119,7 +127,12 @@ export async function hostVerdict(root: string, run: Runner, env: NodeJS.Process
   const { probeKvm } = await import('../host/probe.js');
   const facts = await gatherFacts({ run, env, probe: false });
   if (facts.kvm.device)
-    facts.kvm.probe = await probeKvm({ run, arch: facts.cpu.arch, env, pvm: facts.kvm.module === 'kvm_pvm' });
+    facts.kvm.probe = await probeKvm({
+      run,
+      arch: facts.cpu.arch,
+      env,
+      pvm: facts.kvm.module === 'kvm_pvm',
+    });
   const v = diagnose(facts);
   const blocking = v.problems.find((p) => p.severity === 'error' && p.affects === 'vms');
   const nestedBlock = v.problems.find((p) => p.affects === 'nested');
@@ -152,13 +165,26 @@ export interface AccelChoice {
  * really run under it, else TCG with a note saying why; `kvm` when KVM is
  * impossible is a NotPossibleError carrying doctor's explanation and fix.
  */
-export function chooseAccel(req: AccelRequest, nested: boolean, hv: HostVerdict, features: { accels: string[] }): AccelChoice {
+export function chooseAccel(
+  req: AccelRequest,
+  nested: boolean,
+  hv: HostVerdict,
+  features: { accels: string[] },
+): AccelChoice {
   const notes: string[] = [];
   if (req === 'tcg') return { accel: 'tcg', notes };
   const qemuHasKvm = features.accels.includes('kvm');
   if (!hv.kvm || !qemuHasKvm) {
-    const reason = !hv.kvm ? (hv.reason ?? 'doctor found no usable KVM') : 'this QEMU was built without KVM support';
-    if (req === 'kvm') throw new NotPossibleError('vm.no-kvm', `--accel kvm is not possible here: ${reason}`, hv.fix ?? 'use --accel tcg (software emulation), or run on a machine with KVM (see `nestvirt doctor`)');
+    const reason = !hv.kvm
+      ? (hv.reason ?? 'doctor found no usable KVM')
+      : 'this QEMU was built without KVM support';
+    if (req === 'kvm')
+      throw new NotPossibleError(
+        'vm.no-kvm',
+        `--accel kvm is not possible here: ${reason}`,
+        hv.fix ??
+          'use --accel tcg (software emulation), or run on a machine with KVM (see `nestvirt doctor`)',
+      );
     notes.push(`KVM unavailable here: ${reason}; using TCG (software emulation)`);
     return { accel: 'tcg', notes };
   }

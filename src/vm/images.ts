@@ -7,4 +7,5 @@
  */
 import type { ImageLookup } from './lifecycle.js';
 
-export const imageLookup: ImageLookup = async (o) => (await import('../image/store.js')).getImage(o);
+export const imageLookup: ImageLookup = async (o) =>
+  (await import('../image/store.js')).getImage(o);

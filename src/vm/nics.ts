@@ -22,8 +22,14 @@ export async function nicsFromFlags(
   checkForwards(forwards);
   const wanted = nets.length ? nets : ['user'];
   if (wanted.includes('none')) {
-    if (wanted.length > 1) throw new UsageError('vm.bad-net', '--net none cannot be combined with other --net options');
-    if (forwards.length) throw new UsageError('vm.bad-net', '--port needs a user-mode network card, but --net none was given', 'drop --net none (user networking is the default)');
+    if (wanted.length > 1)
+      throw new UsageError('vm.bad-net', '--net none cannot be combined with other --net options');
+    if (forwards.length)
+      throw new UsageError(
+        'vm.bad-net',
+        '--port needs a user-mode network card, but --net none was given',
+        'drop --net none (user networking is the default)',
+      );
     return [];
   }
   const nics: NicSpec[] = [];
@@ -34,9 +40,17 @@ export async function nicsFromFlags(
       userSeen = true;
     } else if (resolveNamed) nics.push(await resolveNamed(n, vmName, i));
     else
-      throw new UsageError('vm.unknown-net', `--net ${JSON.stringify(n)}: no such network`, 'use --net user (the default) or --net none; see `nestvirt net ls`');
+      throw new UsageError(
+        'vm.unknown-net',
+        `--net ${JSON.stringify(n)}: no such network`,
+        'use --net user (the default) or --net none; see `nestvirt net ls`',
+      );
   }
   if (forwards.length && !userSeen)
-    throw new UsageError('vm.bad-net', '--port forwards through user-mode networking: add --net user', 'e.g. --net user --port 2222:22');
+    throw new UsageError(
+      'vm.bad-net',
+      '--port forwards through user-mode networking: add --net user',
+      'e.g. --net user --port 2222:22',
+    );
   return nics;
 }

@@ -32,7 +32,10 @@ export function parseSize(field: string, text: string, bareUnit: 'b' | 'm' = 'b'
   const mult = unit === '' ? UNITS[bareUnit]! : UNITS[unit]!;
   const bytes = Math.round(Number(m[1]) * mult);
   if (!Number.isFinite(bytes) || bytes <= 0)
-    throw new UsageError('vm.bad-size', `${field} must be more than zero, got ${JSON.stringify(text)}`);
+    throw new UsageError(
+      'vm.bad-size',
+      `${field} must be more than zero, got ${JSON.stringify(text)}`,
+    );
   return bytes;
 }
 
@@ -41,14 +44,20 @@ export function parseMemoryMiB(text: string): number {
   const bytes = parseSize('--memory', text, 'm');
   const mib = Math.floor(bytes / 1024 ** 2);
   if (mib < 64)
-    throw new UsageError('vm.bad-memory', `--memory must be at least 64M, got ${JSON.stringify(text)}`);
+    throw new UsageError(
+      'vm.bad-memory',
+      `--memory must be at least 64M, got ${JSON.stringify(text)}`,
+    );
   return mib;
 }
 
 /** A CPU count from `--cpus` (1..255). */
 export function parseCpus(text: string): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) < 1 || Number(text) > 255)
-    throw new UsageError('vm.bad-cpus', `--cpus must be a whole number from 1 to 255, got ${JSON.stringify(text)}`);
+    throw new UsageError(
+      'vm.bad-cpus',
+      `--cpus must be a whole number from 1 to 255, got ${JSON.stringify(text)}`,
+    );
   return Number(text);
 }
 
@@ -56,7 +65,10 @@ export function parseCpus(text: string): number {
 export function parseSeconds(field: string, text: string): number {
   const n = Number(text);
   if (!/^\d+(\.\d+)?$/.test(text.trim()) || !Number.isFinite(n))
-    throw new UsageError('vm.bad-seconds', `${field} must be a number of seconds, got ${JSON.stringify(text)}`);
+    throw new UsageError(
+      'vm.bad-seconds',
+      `${field} must be a number of seconds, got ${JSON.stringify(text)}`,
+    );
   return n;
 }
 
@@ -82,7 +94,10 @@ export function parsePort(spec: string): PortForward {
     );
   const hostAddr = m[1] ?? '127.0.0.1';
   if (hostAddr.split('.').some((o) => Number(o) > 255))
-    throw new UsageError('vm.bad-port', `--port address ${JSON.stringify(hostAddr)} is not an IPv4 address`);
+    throw new UsageError(
+      'vm.bad-port',
+      `--port address ${JSON.stringify(hostAddr)} is not an IPv4 address`,
+    );
   return {
     proto: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp',
     hostAddr,
@@ -107,8 +122,34 @@ export function checkVmName(name: string): string {
   return checkName('vm', name);
 }
 
-const ADJ = ['amber', 'brisk', 'calm', 'deft', 'eager', 'fond', 'keen', 'lucid', 'nimble', 'quiet', 'swift', 'vivid'];
-const NOUN = ['otter', 'finch', 'heron', 'lynx', 'marten', 'newt', 'osprey', 'puffin', 'stoat', 'wren', 'ibis', 'vole'];
+const ADJ = [
+  'amber',
+  'brisk',
+  'calm',
+  'deft',
+  'eager',
+  'fond',
+  'keen',
+  'lucid',
+  'nimble',
+  'quiet',
+  'swift',
+  'vivid',
+];
+const NOUN = [
+  'otter',
+  'finch',
+  'heron',
+  'lynx',
+  'marten',
+  'newt',
+  'osprey',
+  'puffin',
+  'stoat',
+  'wren',
+  'ibis',
+  'vole',
+];
 
 /** A generated VM name like `tiny-keen-otter-3f2a`. */
 export function generateName(prefix: string, rnd: () => Buffer = () => randomBytes(4)): string {

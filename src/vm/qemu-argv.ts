@@ -13,7 +13,11 @@ export function optEscape(v: string): string {
 }
 
 /** The `-cpu` value for an accelerator and whether nesting is exposed. */
-export function cpuModel(accel: LaunchSpec['accel'], nested: boolean, features: QemuFeatures): string {
+export function cpuModel(
+  accel: LaunchSpec['accel'],
+  nested: boolean,
+  features: QemuFeatures,
+): string {
   if (accel === 'kvm') return nested ? 'host' : 'host,-vmx,-svm';
   // TCG: `max` emulates every feature TCG can, including SVM with NPT, so a
   // guest can load kvm_amd with nested=1 (measured; see docs/vms.md).

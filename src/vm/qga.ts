@@ -16,7 +16,9 @@ import { connectUnix, JsonLines } from './qmp.js';
 export class QgaError extends NestvirtError {
   readonly errorClass: string;
   constructor(command: string, cls: string, desc: string) {
-    super('vm.qga-error', `guest agent refused ${command}: ${desc}`, { exitCode: ExitCode.INTERNAL });
+    super('vm.qga-error', `guest agent refused ${command}: ${desc}`, {
+      exitCode: ExitCode.INTERNAL,
+    });
     this.errorClass = cls;
   }
 }
@@ -92,7 +94,11 @@ export class QgaClient {
         const d = this.docs.shift()!;
         if (match(d)) return d;
       }
-      if (this.closed) throw new NestvirtError('vm.qga-closed', `the guest agent connection closed during ${command}`);
+      if (this.closed)
+        throw new NestvirtError(
+          'vm.qga-closed',
+          `the guest agent connection closed during ${command}`,
+        );
       const left = deadline - Date.now();
       if (left <= 0) throw new QgaTimeout(command, timeoutMs);
       await new Promise<void>((resolve) => {
@@ -116,7 +122,11 @@ export class QgaClient {
     const id = randomInt(1, 2 ** 31);
     this.docs.length = 0;
     this.send({ execute: 'guest-sync-delimited', arguments: { id } }, true);
-    const d = await this.next('guest-sync-delimited', timeoutMs, (x) => x.return === id || 'error' in x);
+    const d = await this.next(
+      'guest-sync-delimited',
+      timeoutMs,
+      (x) => x.return === id || 'error' in x,
+    );
     if (d.return === id) return;
     const err = d.error as { class?: string } | undefined;
     if (err?.class !== 'CommandNotFound') {
@@ -130,9 +140,17 @@ export class QgaClient {
   }
 
   /** Runs one agent command and returns its `return` value. */
-  async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+  async execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts: { timeoutMs?: number } = {},
+  ): Promise<T> {
     this.send({ execute: command, ...(args ? { arguments: args } : {}) });
-    const d = await this.next(command, opts.timeoutMs ?? 10_000, (x) => 'return' in x || 'error' in x);
+    const d = await this.next(
+      command,
+      opts.timeoutMs ?? 10_000,
+      (x) => 'return' in x || 'error' in x,
+    );
     if ('error' in d) {
       const e = d.error as { class?: string; desc?: string };
       throw new QgaError(command, e.class ?? 'GenericError', e.desc ?? 'unknown error');
@@ -155,7 +173,8 @@ export class QgaClient {
     opts: { input?: Buffer; env?: string[]; timeoutMs?: number } = {},
   ): Promise<ExecResult> {
     const [path, ...arg] = argv;
-    if (!path) throw new NestvirtError('vm.exec-empty', 'no command given', { exitCode: ExitCode.USAGE });
+    if (!path)
+      throw new NestvirtError('vm.exec-empty', 'no command given', { exitCode: ExitCode.USAGE });
     const started = await this.execute<{ pid: number }>('guest-exec', {
       path,
       arg,
@@ -175,7 +194,8 @@ export class QgaClient {
           stdout: Buffer.from(st['out-data'] ?? '', 'base64'),
           stderr: Buffer.from(st['err-data'] ?? '', 'base64'),
         };
-      if (Date.now() >= deadline) throw new QgaTimeout(`${argv.join(' ')} (still running in the guest)`, timeoutMs);
+      if (Date.now() >= deadline)
+        throw new QgaTimeout(`${argv.join(' ')} (still running in the guest)`, timeoutMs);
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(200, delay * 2);
     }

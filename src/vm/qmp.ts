@@ -14,7 +14,10 @@ export interface QmpEvent {
 }
 
 export interface QmpGreeting {
-  QMP: { version: { qemu: { major: number; minor: number; micro: number }; package?: string }; capabilities: string[] };
+  QMP: {
+    version: { qemu: { major: number; minor: number; micro: number }; package?: string };
+    capabilities: string[];
+  };
 }
 
 /** A QMP error response, e.g. { class: 'GenericError', desc: '...' }. */
@@ -54,7 +57,10 @@ export class JsonLines {
   ) {}
   push(chunk: Buffer | string): void {
     // 0xFF is the guest agent's resync marker; it is never part of a document.
-    this.buf += (typeof chunk === 'string' ? chunk : chunk.toString('latin1')).replace(/\xff/g, '\n');
+    this.buf += (typeof chunk === 'string' ? chunk : chunk.toString('latin1')).replace(
+      /\xff/g,
+      '\n',
+    );
     let i: number;
     while ((i = this.buf.indexOf('\n')) >= 0) {
       const line = this.buf.slice(0, i).trim();
@@ -89,7 +95,10 @@ export class QmpClient {
   private closed = false;
   private closeWaiters: (() => void)[] = [];
 
-  private constructor(private readonly sock: Socket, greeting: QmpGreeting) {
+  private constructor(
+    private readonly sock: Socket,
+    greeting: QmpGreeting,
+  ) {
     this.greeting = greeting;
   }
 
@@ -108,7 +117,9 @@ export class QmpClient {
     const greeting = await new Promise<QmpGreeting>((resolve, reject) => {
       const t = setTimeout(() => {
         sock.destroy();
-        reject(new NestvirtError('vm.qmp-timeout', `no QMP greeting on ${path} within ${timeoutMs} ms`));
+        reject(
+          new NestvirtError('vm.qmp-timeout', `no QMP greeting on ${path} within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       onGreeting = (g) => {
         clearTimeout(t);
@@ -151,24 +162,40 @@ export class QmpClient {
     this.closed = true;
     for (const [, p] of this.pending) {
       clearTimeout(p.timer);
-      p.reject(new NestvirtError('vm.qmp-closed', `QEMU closed the QMP connection during ${p.command}`));
+      p.reject(
+        new NestvirtError('vm.qmp-closed', `QEMU closed the QMP connection during ${p.command}`),
+      );
     }
     this.pending.clear();
     for (const w of this.closeWaiters.splice(0)) w();
   }
 
   /** Runs a QMP command and returns its `return` value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
-    if (this.closed) return Promise.reject(new NestvirtError('vm.qmp-closed', `QMP connection is closed (${command})`));
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts: { timeoutMs?: number } = {},
+  ): Promise<T> {
+    if (this.closed)
+      return Promise.reject(
+        new NestvirtError('vm.qmp-closed', `QMP connection is closed (${command})`),
+      );
     const id = `nv-${this.nextId++}`;
     const timeoutMs = opts.timeoutMs ?? 10_000;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new NestvirtError('vm.qmp-timeout', `QEMU did not answer ${command} within ${timeoutMs} ms`));
+        reject(
+          new NestvirtError(
+            'vm.qmp-timeout',
+            `QEMU did not answer ${command} within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
-      this.sock.write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n');
+      this.sock.write(
+        JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n',
+      );
     });
   }
 

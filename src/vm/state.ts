@@ -67,10 +67,18 @@ export async function loadSpec(p: VmPaths): Promise<VmSpec> {
   try {
     spec = await readJson<VmSpec>(p.spec);
   } catch (e) {
-    throw new NotPossibleError('vm.corrupt', `VM ${JSON.stringify(p.name)} has an unreadable ${p.spec}: ${(e as Error).message}`, `remove it: nestvirt rm --force ${p.name}`);
+    throw new NotPossibleError(
+      'vm.corrupt',
+      `VM ${JSON.stringify(p.name)} has an unreadable ${p.spec}: ${(e as Error).message}`,
+      `remove it: nestvirt rm --force ${p.name}`,
+    );
   }
   if (!spec)
-    throw new NotPossibleError('vm.not-found', `no VM named ${JSON.stringify(p.name)}`, 'see `nestvirt ls` for the VMs there are');
+    throw new NotPossibleError(
+      'vm.not-found',
+      `no VM named ${JSON.stringify(p.name)}`,
+      'see `nestvirt ls` for the VMs there are',
+    );
   return spec;
 }
 
@@ -120,14 +128,16 @@ export async function tailLines(path: string, n: number): Promise<string[]> {
     const len = Math.min(size, 64 * 1024);
     const buf = Buffer.alloc(len);
     await fh.read(buf, 0, len, size - len);
-    return buf
-      .toString('utf8')
-      // eslint-disable-next-line no-control-regex
-      .replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '')
-      .split(/\r?\n|\r/)
-      .map((l) => l.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '').trimEnd())
-      .filter((l) => l.trim() !== '')
-      .slice(-n);
+    return (
+      buf
+        .toString('utf8')
+        // eslint-disable-next-line no-control-regex
+        .replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '')
+        .split(/\r?\n|\r/)
+        .map((l) => l.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '').trimEnd())
+        .filter((l) => l.trim() !== '')
+        .slice(-n)
+    );
   } finally {
     await fh.close();
   }
@@ -162,13 +172,28 @@ export interface Reconciled {
  * console lines; written back when `write` (the caller holds the lock) or
  * when the lock is free right now.
  */
-export async function reconcile(p: VmPaths, opts: { write?: 'locked' | 'try' | 'no' } = {}): Promise<Reconciled> {
+export async function reconcile(
+  p: VmPaths,
+  opts: { write?: 'locked' | 'try' | 'no' } = {},
+): Promise<Reconciled> {
   const spec = await loadSpec(p);
   const runtime = await loadRuntime(p);
   const pid = await livePid(p, runtime);
-  if (pid !== null) return { spec, runtime: { ...runtime, state: 'running', pid }, pid, changed: runtime.pid !== pid };
-  if (runtime.state !== 'running') return { spec, runtime: { ...runtime, pid: null }, pid: null, changed: false };
-  const fixed: VmRuntime = { ...runtime, state: 'stopped', pid: null, lastExit: await lastExit(p, 'exited') };
+  if (pid !== null)
+    return {
+      spec,
+      runtime: { ...runtime, state: 'running', pid },
+      pid,
+      changed: runtime.pid !== pid,
+    };
+  if (runtime.state !== 'running')
+    return { spec, runtime: { ...runtime, pid: null }, pid: null, changed: false };
+  const fixed: VmRuntime = {
+    ...runtime,
+    state: 'stopped',
+    pid: null,
+    lastExit: await lastExit(p, 'exited'),
+  };
   const mode = opts.write ?? 'try';
   if (mode === 'locked') {
     await writeJson(p.runtime, fixed);
@@ -216,7 +241,11 @@ export function vmInfo(p: VmPaths, r: Reconciled): VmInfo {
     cpus: spec.cpus,
     memoryMiB: spec.memoryMiB,
     nested: spec.nested,
-    accel: { requested: spec.accel, effective: runtime.accel ?? null, note: runtime.accelNote ?? null },
+    accel: {
+      requested: spec.accel,
+      effective: runtime.accel ?? null,
+      note: runtime.accelNote ?? null,
+    },
     pid: r.pid,
     startedAt: runtime.state === 'running' ? (runtime.startedAt ?? null) : null,
     readyMs: runtime.state === 'running' ? (runtime.readyMs ?? null) : null,
@@ -224,7 +253,9 @@ export function vmInfo(p: VmPaths, r: Reconciled): VmInfo {
     chain: runtime.chain ?? null,
     ports,
     nics: spec.nics,
-    disk: spec.disk ? { path: spec.disk.path, backing: spec.disk.backing ?? null, sizeBytes: spec.disk.sizeBytes } : null,
+    disk: spec.disk
+      ? { path: spec.disk.path, backing: spec.disk.backing ?? null, sizeBytes: spec.disk.sizeBytes }
+      : null,
     dir: p.dir,
     sockets: { qmp: p.qmp, qga: p.qga, serial: p.serial },
     logs: { serial: p.serialLog, qemu: p.qemuLog },

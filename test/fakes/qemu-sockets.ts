@@ -18,7 +18,9 @@ export interface FakeServer {
   close(): Promise<void>;
 }
 
-async function listen(handler: (s: Socket, requests: Record<string, unknown>[]) => void): Promise<FakeServer> {
+async function listen(
+  handler: (s: Socket, requests: Record<string, unknown>[]) => void,
+): Promise<FakeServer> {
   const dir = await mkdtemp(join(tmpdir(), 'nv-fake-'));
   const path = join(dir, 'fake.sock');
   const requests: Record<string, unknown>[] = [];
@@ -55,7 +57,9 @@ function onLines(s: Socket, fn: (doc: Record<string, unknown>, raw: string) => v
       try {
         fn(JSON.parse(line) as Record<string, unknown>, raw);
       } catch {
-        s.write(JSON.stringify({ error: { class: 'GenericError', desc: 'JSON parse error' } }) + '\r\n');
+        s.write(
+          JSON.stringify({ error: { class: 'GenericError', desc: 'JSON parse error' } }) + '\r\n',
+        );
       }
     }
   });
@@ -72,7 +76,12 @@ export interface FakeQmpOptions {
 export function fakeQmp(opts: FakeQmpOptions = {}): Promise<FakeServer> {
   return listen((s, requests) => {
     s.write(
-      JSON.stringify({ QMP: { version: { qemu: { micro: 0, minor: 2, major: 7 }, package: 'fake' }, capabilities: ['oob'] } }) + '\r\n',
+      JSON.stringify({
+        QMP: {
+          version: { qemu: { micro: 0, minor: 2, major: 7 }, package: 'fake' },
+          capabilities: ['oob'],
+        },
+      }) + '\r\n',
     );
     if (opts.dieAfterGreeting) return void s.end();
     let negotiated = false;
@@ -80,19 +89,31 @@ export function fakeQmp(opts: FakeQmpOptions = {}): Promise<FakeServer> {
       requests.push(doc);
       const cmd = String(doc.execute);
       const id = doc.id !== undefined ? { id: doc.id } : {};
-      const reply = (v: Record<string, unknown>): void => void s.write(JSON.stringify({ ...v, ...id }) + '\r\n');
+      const reply = (v: Record<string, unknown>): void =>
+        void s.write(JSON.stringify({ ...v, ...id }) + '\r\n');
       if (cmd === 'qmp_capabilities') {
         negotiated = true;
         return reply({ return: {} });
       }
       if (!negotiated)
-        return reply({ error: { class: 'CommandNotFound', desc: "Expecting capabilities negotiation with 'qmp_capabilities'" } });
+        return reply({
+          error: {
+            class: 'CommandNotFound',
+            desc: "Expecting capabilities negotiation with 'qmp_capabilities'",
+          },
+        });
       const custom = opts.commands?.[cmd];
-      if (custom) return reply({ return: custom(doc.arguments as Record<string, unknown> | undefined, s) ?? {} });
+      if (custom)
+        return reply({
+          return: custom(doc.arguments as Record<string, unknown> | undefined, s) ?? {},
+        });
       if (cmd === 'query-status') return reply({ return: { status: 'running', running: true } });
       if (cmd === 'system_powerdown') {
         reply({ return: {} });
-        s.write(JSON.stringify({ event: 'POWERDOWN', timestamp: { seconds: 1, microseconds: 2 } }) + '\r\n');
+        s.write(
+          JSON.stringify({ event: 'POWERDOWN', timestamp: { seconds: 1, microseconds: 2 } }) +
+            '\r\n',
+        );
         return;
       }
       if (cmd === 'quit') {
@@ -139,7 +160,12 @@ export function fakeQga(opts: FakeQgaOptions = {}): Promise<FakeServer> {
       switch (doc.execute) {
         case 'guest-sync-delimited':
           if (opts.noDelimited)
-            return reply({ error: { class: 'CommandNotFound', desc: 'The command guest-sync-delimited has not been found' } });
+            return reply({
+              error: {
+                class: 'CommandNotFound',
+                desc: 'The command guest-sync-delimited has not been found',
+              },
+            });
           s.write(Buffer.from([0xff]));
           return reply({ return: args.id });
         case 'guest-sync':
@@ -151,9 +177,15 @@ export function fakeQga(opts: FakeQgaOptions = {}): Promise<FakeServer> {
           const prog = opts.programs?.[path];
           if (!prog)
             return reply({
-              error: { class: 'GenericError', desc: `Guest agent command failed, error was 'Failed to execute child process “${path}” (No such file or directory)'` },
+              error: {
+                class: 'GenericError',
+                desc: `Guest agent command failed, error was 'Failed to execute child process “${path}” (No such file or directory)'`,
+              },
             });
-          const input = typeof args['input-data'] === 'string' ? Buffer.from(args['input-data'], 'base64') : undefined;
+          const input =
+            typeof args['input-data'] === 'string'
+              ? Buffer.from(args['input-data'], 'base64')
+              : undefined;
           const r = prog((args.arg as string[]) ?? [], input);
           const pid = nextPid++;
           procs.set(pid, { ...r, polls: 0 });
@@ -174,7 +206,12 @@ export function fakeQga(opts: FakeQgaOptions = {}): Promise<FakeServer> {
           });
         }
         default:
-          return reply({ error: { class: 'CommandNotFound', desc: `The command ${String(doc.execute)} has not been found` } });
+          return reply({
+            error: {
+              class: 'CommandNotFound',
+              desc: `The command ${String(doc.execute)} has not been found`,
+            },
+          });
       }
     });
   });

@@ -5,6 +5,7 @@
  * test started.
  */
 import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { tempHome, runBin, BIN, type CliResult } from '../helpers/cli.js';
 import { seedImage, TEST_CACHE } from '../helpers/images.js';
 import { shellQuote } from '../../src/util/exec.js';
@@ -22,7 +23,11 @@ export async function vmTestHome(): Promise<VmTestHome> {
   await seedImage(home, 'tiny');
   const env = { NESTVIRT_HOME: home, NESTVIRT_CACHE: TEST_CACHE };
   const nv = (argv: string[], opts: { timeoutMs?: number; input?: string } = {}) =>
-    runBin(argv, { env, timeoutMs: opts.timeoutMs ?? 300_000, ...(opts.input !== undefined ? { input: opts.input } : {}) });
+    runBin(argv, {
+      env,
+      timeoutMs: opts.timeoutMs ?? 300_000,
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
+    });
   return {
     home,
     env,
@@ -31,6 +36,7 @@ export async function vmTestHome(): Promise<VmTestHome> {
       const ls = await nv(['ls', '--json']);
       const names = (JSON.parse(ls.stdout) as { vms: { name: string }[] }).vms.map((v) => v.name);
       if (names.length) await nv(['rm', '--force', ...names]);
+      await rm(home, { recursive: true, force: true });
     },
   };
 }
@@ -74,7 +80,10 @@ export function onPty(argv: string[], env: NodeJS.ProcessEnv, after = ''): Pty {
     exited,
     expect(re, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`pty: no ${re} within ${timeoutMs} ms; got:\n${out}`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`pty: no ${re} within ${timeoutMs} ms; got:\n${out}`)),
+          timeoutMs,
+        );
         const check = (): void => {
           const m = re.exec(out);
           if (m) {

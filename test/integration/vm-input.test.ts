@@ -40,19 +40,37 @@ test('names: invalid, path traversal, too long for unix sockets', async () => {
   oneLine(await h.nv(['info', '../../etc']), 2, /invalid vm name/);
   oneLine(await h.nv(['rm', '.']), 2, /invalid vm name/);
   const deep = await tempHome('nv-' + 'd'.repeat(60));
-  const r = await runBin(['run', '--name', 'x'.repeat(50), '--no-start', '--kernel', '/dev/null'], { env: { NESTVIRT_HOME: deep } });
+  const r = await runBin(['run', '--name', 'x'.repeat(50), '--no-start', '--kernel', '/dev/null'], {
+    env: { NESTVIRT_HOME: deep },
+  });
   oneLine(r, 2, /longer than unix sockets allow/);
   await noVms();
 });
 
 test('sizes and counts: malformed (2) and beyond this host (1)', async () => {
-  oneLine(await h.nv(['run', '--memory', 'lots', '--no-start']), 2, /--memory must be a size like 512M or 2G, got "lots"/);
+  oneLine(
+    await h.nv(['run', '--memory', 'lots', '--no-start']),
+    2,
+    /--memory must be a size like 512M or 2G, got "lots"/,
+  );
   oneLine(await h.nv(['run', '--cpus', 'two', '--no-start']), 2, /--cpus must be a whole number/);
   oneLine(await h.nv(['run', '--port', '99999:22', '--no-start']), 2, /port/);
-  oneLine(await h.nv(['run', '--accel', 'fast', '--no-start']), 2, /--accel must be auto, kvm or tcg/);
+  oneLine(
+    await h.nv(['run', '--accel', 'fast', '--no-start']),
+    2,
+    /--accel must be auto, kvm or tcg/,
+  );
   const tooMuch = `${Math.ceil(totalmem() / 2 ** 30) + 64}G`;
-  oneLine(await h.nv(['run', '--name', 'big', '--memory', tooMuch, '--no-start']), 1, /is more than this host has/);
-  oneLine(await h.nv(['run', '--name', 'wide', '--cpus', '255', '--no-start']), 1, /--cpus 255 is more than this host has/);
+  oneLine(
+    await h.nv(['run', '--name', 'big', '--memory', tooMuch, '--no-start']),
+    1,
+    /is more than this host has/,
+  );
+  oneLine(
+    await h.nv(['run', '--name', 'wide', '--cpus', '255', '--no-start']),
+    1,
+    /--cpus 255 is more than this host has/,
+  );
   await noVms();
 });
 
@@ -69,14 +87,28 @@ test('images: unknown, missing files, corrupt disk', async () => {
       builtin: false,
       disk: join(dir, 'disk.qcow2'),
       diskFormat: 'qcow2',
-      features: { guestAgent: false, sshd: false, cloudInit: false, kvmModules: false, nestvirt: false },
+      features: {
+        guestAgent: false,
+        sshd: false,
+        cloudInit: false,
+        kvmModules: false,
+        nestvirt: false,
+      },
       arch: 'x86_64',
       sizeBytes: 2500,
       createdAt: new Date().toISOString(),
     }),
   );
-  oneLine(await h.nv(['run', 'junk', '--name', 'b', '--no-start']), 1, /is not a readable qcow2 file/);
-  oneLine(await h.nv(['run', '--name', 'c', '--kernel', '/nonexistent/vmlinux', '--no-start']), 1, /kernel \/nonexistent\/vmlinux is missing/);
+  oneLine(
+    await h.nv(['run', 'junk', '--name', 'b', '--no-start']),
+    1,
+    /is not a readable qcow2 file/,
+  );
+  oneLine(
+    await h.nv(['run', '--name', 'c', '--kernel', '/nonexistent/vmlinux', '--no-start']),
+    1,
+    /kernel \/nonexistent\/vmlinux is missing/,
+  );
   await rm(dir, { recursive: true });
   await noVms();
 });
@@ -96,7 +128,7 @@ test('state: duplicate name, unknown VM, rm of a missing VM, exec with no comman
   await noVms();
 });
 
-test('--accel kvm: refused with doctor\'s reason and fix where KVM cannot run guests', async () => {
+test("--accel kvm: refused with doctor's reason and fix where KVM cannot run guests", async () => {
   const hv = await hostVerdict(h.home, run, { ...process.env, ...h.env });
   const r = await h.nv(['run', '--name', 'k', '--accel', 'kvm', '--json']);
   if (!hv.kvm) {
@@ -120,12 +152,28 @@ test('a full disk (ENOSPC): one line, exit 1, nothing left', async () => {
     await writeFile(join(mnt, 'filler2'), Buffer.alloc(56 * 1024)).catch(() => {});
     const kernel = (await import('../helpers/images.js')).testImage;
     const tiny = (await kernel('tiny')).spec;
-    const r = await runBin(['run', '--name', 'full', '--kernel', tiny.kernel!, '--initrd', tiny.initrd!, '--disk-size', '1G', '--no-start'], {
-      env: { NESTVIRT_HOME: mnt },
-    });
+    const r = await runBin(
+      [
+        'run',
+        '--name',
+        'full',
+        '--kernel',
+        tiny.kernel!,
+        '--initrd',
+        tiny.initrd!,
+        '--disk-size',
+        '1G',
+        '--no-start',
+      ],
+      {
+        env: { NESTVIRT_HOME: mnt },
+      },
+    );
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /^nestvirt: no space left on device/);
-    const left = (await readdir(join(mnt, 'vms')).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+    const left = (await readdir(join(mnt, 'vms')).catch(() => [] as string[])).filter(
+      (n) => !n.startsWith('.'),
+    );
     assert.deepEqual(left, []);
   } finally {
     await run(['umount', mnt], { check: false });

@@ -35,24 +35,44 @@ function httpGet(port: number): Promise<string> {
 
 test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 reconciled, restart, rm', async () => {
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const run = await h.nv(['run', 'tiny', '--name', 'life', '--wait', '--port', `${port}:8080`, '--json']);
+  const run = await h.nv([
+    'run',
+    'tiny',
+    '--name',
+    'life',
+    '--wait',
+    '--port',
+    `${port}:8080`,
+    '--json',
+  ]);
   assert.equal(run.code, 0, run.stderr);
   const vm = json<VmInfo & { readyMs: number }>(run);
   assert.equal(vm.status, 'running');
   assert.ok(vm.readyMs > 0 && vm.readyMs < 300_000);
   assert.ok(vm.pid! > 0);
-  assert.deepEqual(vm.ports, [{ proto: 'tcp', hostAddr: '127.0.0.1', hostPort: port, guestPort: 8080 }]);
+  assert.deepEqual(vm.ports, [
+    { proto: 'tcp', hostAddr: '127.0.0.1', hostPort: port, guestPort: 8080 },
+  ]);
   assert.equal(vm.level, vm.chain!.chain.at(-1)!.level);
   assert.equal(vm.chain!.chain.at(-1)!.name, 'life');
   if (vm.accel.effective === 'tcg' && vm.accel.requested === 'auto')
     assert.match(run.stderr, /KVM unavailable here: .+; using TCG \(software emulation\)/);
 
   // exec: stdout, stderr and the exit code come back.
-  const ex = await h.nv(['exec', 'life', '--', 'sh', '-c', 'echo out-$((20+22)); echo err-line >&2; exit 7']);
+  const ex = await h.nv([
+    'exec',
+    'life',
+    '--',
+    'sh',
+    '-c',
+    'echo out-$((20+22)); echo err-line >&2; exit 7',
+  ]);
   assert.equal(ex.code, 7);
   assert.equal(ex.stdout, 'out-42\n');
   assert.equal(ex.stderr, 'err-line\n');
-  const exj = json<{ exitCode: number; stdout: string; stderr: string }>(await h.nv(['exec', 'life', '--json', '--', 'hostname']));
+  const exj = json<{ exitCode: number; stdout: string; stderr: string }>(
+    await h.nv(['exec', 'life', '--json', '--', 'hostname']),
+  );
   assert.deepEqual(exj, { exitCode: 0, signal: null, stdout: 'life\n', stderr: '' });
   const nf = await h.nv(['exec', 'life', '--', 'no-such-program']);
   assert.equal(nf.code, 127);
@@ -60,7 +80,14 @@ test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 
 
   // port forward: a web server in the guest, reached on the host's loopback.
   // (the daemon must not hold the agent's output pipes, or guest-exec never ends)
-  const srv = await h.nv(['exec', 'life', '--', 'sh', '-c', 'mkdir -p /tmp/www && hostname >/tmp/www/hostname && busybox httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1']);
+  const srv = await h.nv([
+    'exec',
+    'life',
+    '--',
+    'sh',
+    '-c',
+    'mkdir -p /tmp/www && hostname >/tmp/www/hostname && busybox httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1',
+  ]);
   assert.equal(srv.code, 0, srv.stderr);
   assert.equal(await httpGet(port), 'life\n');
 
@@ -88,7 +115,10 @@ test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 
   const logs = await h.nv(['logs', 'life']);
   assert.match(logs.stdout, /nestvirt-guest-ready/);
   assert.match(logs.stdout, /con-42/);
-  assert.equal(json<{ lines: string[] }>(await h.nv(['logs', 'life', '-n', '2', '--json'])).lines.length, 2);
+  assert.equal(
+    json<{ lines: string[] }>(await h.nv(['logs', 'life', '-n', '2', '--json'])).lines.length,
+    2,
+  );
 
   // stop: the guest powers off on the ACPI button.
   const stop = json<{ how: string }>(await h.nv(['stop', 'life', '--json']));
@@ -131,7 +161,10 @@ test('tiny: run --wait, exec, port forward, console, logs, stop, start, kill -9 
   assert.match(rmRunning.stderr, /VM life is running/);
   const rm = await h.nv(['rm', '--force', 'life']);
   assert.equal(rm.code, 0, rm.stderr);
-  assert.deepEqual((await readdir(join(h.home, 'vms'))).filter((n) => n.includes('life')), []);
+  assert.deepEqual(
+    (await readdir(join(h.home, 'vms'))).filter((n) => n.includes('life')),
+    [],
+  );
 });
 
 test('--nested under TCG: kvm_amd loads with nested=1 and /dev/kvm appears; the chain is in fw_cfg', async () => {
@@ -148,9 +181,19 @@ test('--nested under TCG: kvm_amd loads with nested=1 and /dev/kvm appears; the 
   ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^(1|Y)\nkvm-device\n$/);
-  const c = await h.nv(['exec', 'nest', '--', 'cat', '/sys/firmware/qemu_fw_cfg/by_name/opt/org.nestvirt/chain/raw']);
+  const c = await h.nv([
+    'exec',
+    'nest',
+    '--',
+    'cat',
+    '/sys/firmware/qemu_fw_cfg/by_name/opt/org.nestvirt/chain/raw',
+  ]);
   assert.equal(c.code, 0, c.stderr);
-  const chain = JSON.parse(c.stdout) as { level: number | null; relative: number; chain: { name: string; runner: string }[] };
+  const chain = JSON.parse(c.stdout) as {
+    level: number | null;
+    relative: number;
+    chain: { name: string; runner: string }[];
+  };
   assert.deepEqual(chain, vm.chain);
   assert.equal(chain.chain.at(-1)!.name, 'nest');
   assert.equal(chain.chain.at(-1)!.runner, vm.accel.effective);
@@ -159,7 +202,9 @@ test('--nested under TCG: kvm_amd loads with nested=1 and /dev/kvm appears; the 
 
 test('20 concurrent runs with one name: exactly one succeeds, the others fail with one line, nothing left over', async () => {
   const results = await Promise.all(
-    Array.from({ length: 20 }, () => h.nv(['run', 'tiny', '--name', 'race', '--no-start'], { timeoutMs: 180_000 })),
+    Array.from({ length: 20 }, () =>
+      h.nv(['run', 'tiny', '--name', 'race', '--no-start'], { timeoutMs: 180_000 }),
+    ),
   );
   const ok = results.filter((r) => r.code === 0);
   assert.equal(ok.length, 1, results.map((r) => `${r.code}: ${r.stderr}`).join('\n'));
@@ -167,8 +212,15 @@ test('20 concurrent runs with one name: exactly one succeeds, the others fail wi
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /^nestvirt: a VM named "race" already exists\n  fix: .+\n$/);
   }
-  assert.deepEqual((await readdir(join(h.home, 'vms'))).filter((n) => n.startsWith('race') || n.startsWith('.race')), ['race']);
-  const locks = (await readdir(join(h.home, 'locks')).catch(() => [] as string[])).filter((l) => l.startsWith('vm.'));
+  assert.deepEqual(
+    (await readdir(join(h.home, 'vms'))).filter(
+      (n) => n.startsWith('race') || n.startsWith('.race'),
+    ),
+    ['race'],
+  );
+  const locks = (await readdir(join(h.home, 'locks')).catch(() => [] as string[])).filter((l) =>
+    l.startsWith('vm.'),
+  );
   assert.deepEqual(locks, []);
   const info = json<VmInfo>(await h.nv(['info', 'race', '--json']));
   assert.equal(info.status, 'stopped');

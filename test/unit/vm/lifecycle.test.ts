@@ -3,7 +3,14 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempHome, PROJECT_ROOT } from '../../helpers/cli.js';
-import { createVm, startVm, rmVm, launchSpec, type CreateOptions, type VmDeps } from '../../../src/vm/lifecycle.js';
+import {
+  createVm,
+  startVm,
+  rmVm,
+  launchSpec,
+  type CreateOptions,
+  type VmDeps,
+} from '../../../src/vm/lifecycle.js';
 import { vmPaths, reconcile } from '../../../src/vm/state.js';
 import { run } from '../../../src/util/exec.js';
 import type { HostVerdict } from '../../../src/vm/host.js';
@@ -17,7 +24,11 @@ const hostVerdict: HostVerdict = {
   fix: 'load the KVM module',
   nestedReason: null,
   nestedFix: null,
-  chain: { level: 0, relative: 0, chain: [{ level: 0, relative: 0, name: 'metal', runner: 'bare-metal' }] },
+  chain: {
+    level: 0,
+    relative: 0,
+    chain: [{ level: 0, relative: 0, name: 'metal', runner: 'bare-metal' }],
+  },
 };
 
 async function setup() {
@@ -26,7 +37,15 @@ async function setup() {
   await writeFile(kernel, 'not really a kernel');
   const notes: string[] = [];
   const deps: VmDeps = { root, run, env: process.env, note: (l) => notes.push(l), hostVerdict };
-  const opts: CreateOptions = { name: 'v', kernel, cpus: 1, memoryMiB: 128, nested: false, accel: 'auto', nics: [{ kind: 'user', forwards: [] }] };
+  const opts: CreateOptions = {
+    name: 'v',
+    kernel,
+    cpus: 1,
+    memoryMiB: 128,
+    nested: false,
+    accel: 'auto',
+    nics: [{ kind: 'user', forwards: [] }],
+  };
   return { root, kernel, deps, opts, notes };
 }
 
@@ -35,7 +54,8 @@ test('createVm writes the spec; 20 concurrent creates of one name: exactly one w
   const results = await Promise.allSettled(Array.from({ length: 20 }, () => createVm(opts, deps)));
   assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
   for (const r of results)
-    if (r.status === 'rejected') assert.match(String((r.reason as Error).message), /a VM named "v" already exists/);
+    if (r.status === 'rejected')
+      assert.match(String((r.reason as Error).message), /a VM named "v" already exists/);
   assert.deepEqual(await readdir(join(root, 'vms')), ['v']);
   const spec = JSON.parse(await readFile(join(root, 'vms', 'v', 'spec.json'), 'utf8'));
   assert.equal(spec.kernel, opts.kernel);
@@ -72,27 +92,42 @@ test('startVm: a QEMU that fails at start is reported with its message; the VM s
     machines: ['q35'],
     cpuModels: ['max'],
   };
-  await assert.rejects(startVm('v', { ...deps, features }), (e: Error & { code?: string; exitCode?: number }) => {
-    assert.equal(e.code, 'vm.qemu-failed');
-    assert.equal(e.exitCode, 1);
-    assert.match(e.message, /QEMU exited at start \(1\): .*could not load kernel/);
-    return true;
-  });
-  assert.deepEqual(notes, ['KVM unavailable here: there is no /dev/kvm; using TCG (software emulation)']);
+  await assert.rejects(
+    startVm('v', { ...deps, features }),
+    (e: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(e.code, 'vm.qemu-failed');
+      assert.equal(e.exitCode, 1);
+      assert.match(e.message, /QEMU exited at start \(1\): .*could not load kernel/);
+      return true;
+    },
+  );
+  assert.deepEqual(notes, [
+    'KVM unavailable here: there is no /dev/kvm; using TCG (software emulation)',
+  ]);
   const r = await reconcile(vmPaths(deps.root, 'v'));
   assert.equal(r.runtime.state, 'stopped');
   await rmVm('v', deps);
   assert.deepEqual(await readdir(join(deps.root, 'vms')), []);
 });
 
-test('startVm --accel kvm where KVM cannot run: exit 1 with doctor\'s reason and fix', async () => {
+test("startVm --accel kvm where KVM cannot run: exit 1 with doctor's reason and fix", async () => {
   const { deps, opts } = await setup();
   await createVm({ ...opts, accel: 'kvm' }, deps);
-  const features: QemuFeatures = { binary: '/bin/false', version: '7.2.0', versionNum: [7, 2, 0], accels: ['tcg', 'kvm'], machines: ['q35'], cpuModels: ['max'] };
-  await assert.rejects(startVm('v', { ...deps, features }), (e: Error & { hint?: string; exitCode?: number }) => {
-    assert.equal(e.message, '--accel kvm is not possible here: there is no /dev/kvm');
-    assert.equal(e.hint, 'load the KVM module');
-    assert.equal(e.exitCode, 1);
-    return true;
-  });
+  const features: QemuFeatures = {
+    binary: '/bin/false',
+    version: '7.2.0',
+    versionNum: [7, 2, 0],
+    accels: ['tcg', 'kvm'],
+    machines: ['q35'],
+    cpuModels: ['max'],
+  };
+  await assert.rejects(
+    startVm('v', { ...deps, features }),
+    (e: Error & { hint?: string; exitCode?: number }) => {
+      assert.equal(e.message, '--accel kvm is not possible here: there is no /dev/kvm');
+      assert.equal(e.hint, 'load the KVM module');
+      assert.equal(e.exitCode, 1);
+      return true;
+    },
+  );
 });

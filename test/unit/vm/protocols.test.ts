@@ -13,7 +13,10 @@ test('QMP: greeting, capabilities negotiation, execute with ids, errors', async 
     const st = await q.execute<{ status: string }>('query-status');
     assert.equal(st.status, 'running');
     assert.equal(typeof srv.requests[1]!.id, 'string');
-    await assert.rejects(q.execute('no-such-thing'), (e) => e instanceof QmpError && e.errorClass === 'CommandNotFound');
+    await assert.rejects(
+      q.execute('no-such-thing'),
+      (e) => e instanceof QmpError && e.errorClass === 'CommandNotFound',
+    );
     q.close();
   } finally {
     await srv.close();
@@ -49,8 +52,17 @@ test('QMP: a server that hangs up after the greeting is a clear error', async ()
 test('JsonLines: 0xFF markers and garbage between documents', () => {
   const docs: unknown[] = [];
   const junk: string[] = [];
-  const l = new JsonLines((d) => docs.push(d), (j) => junk.push(j));
-  l.push(Buffer.concat([Buffer.from('{"return": 1}\nnot json\n'), Buffer.from([0xff]), Buffer.from('{"return": {"x": "é"}}\r\n{"ret')]));
+  const l = new JsonLines(
+    (d) => docs.push(d),
+    (j) => junk.push(j),
+  );
+  l.push(
+    Buffer.concat([
+      Buffer.from('{"return": 1}\nnot json\n'),
+      Buffer.from([0xff]),
+      Buffer.from('{"return": {"x": "é"}}\r\n{"ret'),
+    ]),
+  );
   l.push('urn": 3}\n');
   assert.deepEqual(docs, [{ return: 1 }, { return: { x: 'é' } }, { return: 3 }]);
   assert.deepEqual(junk, ['not json']);
@@ -60,7 +72,12 @@ test('QGA: sync skips stale replies, then ping and exec with output and exit cod
   const srv = await fakeQga({
     staleOnConnect: '{"return": 12345}\n{"return": {"pid": 9}}\n',
     programs: {
-      sh: (args) => ({ exitcode: 3, stdout: `ran ${args.join(' ')}\n`, stderr: 'oops\n', pollsUntilExit: 2 }),
+      sh: (args) => ({
+        exitcode: 3,
+        stdout: `ran ${args.join(' ')}\n`,
+        stderr: 'oops\n',
+        pollsUntilExit: 2,
+      }),
       cat: (_a, input) => ({ exitcode: 0, stdout: input?.toString() ?? '' }),
       killed: () => ({ signal: 9 }),
     },
@@ -76,11 +93,17 @@ test('QGA: sync skips stale replies, then ping and exec with output and exit cod
     const ex = srv.requests.find((d) => d.execute === 'guest-exec')!;
     assert.deepEqual(ex.arguments, { path: 'sh', arg: ['-c', 'echo hi'], 'capture-output': true });
     assert.equal(srv.requests.filter((d) => d.execute === 'guest-exec-status').length, 3);
-    assert.equal((await c.exec(['cat'], { input: Buffer.from('piped') })).stdout.toString(), 'piped');
+    assert.equal(
+      (await c.exec(['cat'], { input: Buffer.from('piped') })).stdout.toString(),
+      'piped',
+    );
     const k = await c.exec(['killed']);
     assert.equal(k.exitCode, 137);
     assert.equal(k.signal, 9);
-    await assert.rejects(c.exec(['nope']), (e) => e instanceof QgaError && /Failed to execute child process/.test(e.message));
+    await assert.rejects(
+      c.exec(['nope']),
+      (e) => e instanceof QgaError && /Failed to execute child process/.test(e.message),
+    );
     c.close();
   } finally {
     await srv.close();
@@ -105,14 +128,20 @@ test('QGA: falls back to guest-sync on agents without guest-sync-delimited', asy
 test('QGA: an agent that never answers times out clearly; exec timeout', async () => {
   const srv = await fakeQga({ silent: true });
   try {
-    await assert.rejects(QgaClient.connect(srv.path, { timeoutMs: 300 }), (e) => e instanceof QgaTimeout);
+    await assert.rejects(
+      QgaClient.connect(srv.path, { timeoutMs: 300 }),
+      (e) => e instanceof QgaTimeout,
+    );
   } finally {
     await srv.close();
   }
   const slow = await fakeQga({ programs: { sleep: () => ({ pollsUntilExit: 1e9 }) } });
   try {
     const c = await QgaClient.connect(slow.path);
-    await assert.rejects(c.exec(['sleep', '100'], { timeoutMs: 300 }), (e) => e instanceof QgaTimeout && /still running/.test(e.message));
+    await assert.rejects(
+      c.exec(['sleep', '100'], { timeoutMs: 300 }),
+      (e) => e instanceof QgaTimeout && /still running/.test(e.message),
+    );
     c.close();
   } finally {
     await slow.close();

@@ -59,7 +59,11 @@ test('cpu model table: accelerator x nested', () => {
     ['tcg', false, ['qemu64'], 'qemu64,-vmx,-svm'],
   ];
   for (const [accel, nested, models, want] of rows)
-    assert.equal(cpuModel(accel, nested, { ...features, cpuModels: models }), want, `${accel} nested=${nested}`);
+    assert.equal(
+      cpuModel(accel, nested, { ...features, cpuModels: models }),
+      want,
+      `${accel} nested=${nested}`,
+    );
 });
 
 test('qemuArgv: machine, accel, cpu, memory, smp per case', () => {
@@ -87,7 +91,10 @@ test('qemuArgv: direct kernel boot, and none without a kernel', () => {
   assert.equal(opt(a, '-initrd'), '/img/initrd.img');
   assert.equal(opt(a, '-append'), 'console=ttyS0 quiet');
   const { kernel: _k, initrd: _i, append: _a, ...noKernel } = base;
-  const b = qemuArgv({ ...noKernel, disks: [{ path: '/r/vms/v/disk.qcow2', format: 'qcow2' }] }, features);
+  const b = qemuArgv(
+    { ...noKernel, disks: [{ path: '/r/vms/v/disk.qcow2', format: 'qcow2' }] },
+    features,
+  );
   assert.equal(b.includes('-kernel'), false);
   assert.equal(b.includes('-initrd'), false);
   assert.equal(b.includes('-append'), false);
@@ -115,14 +122,21 @@ test('qemuArgv: disk overlay boots first; seed is read-only raw', () => {
 
 test('qemuArgv: paths with commas are escaped for QEMU option syntax', () => {
   assert.equal(optEscape('/a,b/c'), '/a,,b/c');
-  const a = qemuArgv({ ...base, disks: [{ path: '/x,y/disk.qcow2', format: 'qcow2' }], qmp: '/x,y/qmp.sock' }, features);
+  const a = qemuArgv(
+    { ...base, disks: [{ path: '/x,y/disk.qcow2', format: 'qcow2' }], qmp: '/x,y/qmp.sock' },
+    features,
+  );
   assert.ok(opts(a, '-drive')[0]!.startsWith('file=/x,,y/disk.qcow2,'));
   assert.ok(opts(a, '-chardev').includes('socket,id=qmp,path=/x,,y/qmp.sock,server=on,wait=off'));
 });
 
 test('NIC table: user with forwards, user plain, tap', () => {
   const rows: [Parameters<typeof nicArgv>[0], number, string[]][] = [
-    [{ kind: 'user', forwards: [] }, 0, ['-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0']],
+    [
+      { kind: 'user', forwards: [] },
+      0,
+      ['-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0'],
+    ],
     [
       {
         kind: 'user',
@@ -142,12 +156,29 @@ test('NIC table: user with forwards, user plain, tap', () => {
     [
       { kind: 'tap', ifname: 'nv-t0', mac: '52:54:00:12:34:56' },
       1,
-      ['-netdev', 'tap,id=net1,ifname=nv-t0,script=no,downscript=no', '-device', 'virtio-net-pci,netdev=net1,mac=52:54:00:12:34:56'],
+      [
+        '-netdev',
+        'tap,id=net1,ifname=nv-t0,script=no,downscript=no',
+        '-device',
+        'virtio-net-pci,netdev=net1,mac=52:54:00:12:34:56',
+      ],
     ],
   ];
   for (const [nic, i, want] of rows) assert.deepEqual(nicArgv(nic, i), want);
-  const a = qemuArgv({ ...base, nics: [{ kind: 'user', forwards: [] }, { kind: 'tap', ifname: 't', mac: '52:54:00:00:00:01' }] }, features);
-  assert.deepEqual(opts(a, '-netdev'), ['user,id=net0', 'tap,id=net1,ifname=t,script=no,downscript=no']);
+  const a = qemuArgv(
+    {
+      ...base,
+      nics: [
+        { kind: 'user', forwards: [] },
+        { kind: 'tap', ifname: 't', mac: '52:54:00:00:00:01' },
+      ],
+    },
+    features,
+  );
+  assert.deepEqual(opts(a, '-netdev'), [
+    'user,id=net0',
+    'tap,id=net1,ifname=t,script=no,downscript=no',
+  ]);
   const none = qemuArgv({ ...base, nics: [] }, features);
   assert.equal(none.includes('-netdev'), false);
 });
@@ -162,7 +193,11 @@ test('qemuArgv: QMP, serial (logged) and guest agent chardevs; pidfile', () => {
   ]);
   assert.equal(opt(a, '-mon'), 'chardev=qmp,mode=control');
   assert.equal(opt(a, '-serial'), 'chardev:serial0');
-  assert.ok(opts(a, '-device').includes('virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0'));
+  assert.ok(
+    opts(a, '-device').includes(
+      'virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0',
+    ),
+  );
   assert.equal(opt(a, '-pidfile'), '/r/vms/v/qemu.pid');
   assert.equal(a.includes('-daemonize'), false);
 });

@@ -21,14 +21,22 @@ function spec(name: string): VmSpec {
     nested: false,
     accel: 'auto',
     nics: [{ kind: 'user', forwards: [] }],
-    imageFeatures: { guestAgent: true, sshd: false, cloudInit: false, kvmModules: true, nestvirt: false },
+    imageFeatures: {
+      guestAgent: true,
+      sshd: false,
+      cloudInit: false,
+      kvmModules: true,
+      nestvirt: false,
+    },
     createdAt: '2026-01-01T00:00:00.000Z',
   };
 }
 
 /** A stand-in process (not a VM) whose argv carries the marker, like QEMU's `-pidfile PATH`. */
 function standIn(marker: string) {
-  return spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', '-pidfile', marker], { stdio: 'ignore' });
+  return spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', '-pidfile', marker], {
+    stdio: 'ignore',
+  });
 }
 
 async function defineVm(root: string, name: string, rt: VmRuntime) {
@@ -53,7 +61,12 @@ test('pidIsOurs: only a live process whose argv carries the marker', async () =>
 
 test('reconcile: recorded running + dead process -> stopped with the last console lines, stale files cleared', async () => {
   const root = await tempHome();
-  const p = await defineVm(root, 'gone', { state: 'running', pid: 2 ** 22 + 7, accel: 'tcg', startedAt: '2026-01-01T00:00:00Z' });
+  const p = await defineVm(root, 'gone', {
+    state: 'running',
+    pid: 2 ** 22 + 7,
+    accel: 'tcg',
+    startedAt: '2026-01-01T00:00:00Z',
+  });
   await writeFile(p.serialLog, 'booting\r\n\x1b[1mline two\x1b[0m\nlast words\n');
   await writeFile(p.pid, String(2 ** 22 + 7));
   await writeFile(p.qmp, '');
@@ -100,8 +113,14 @@ test('ls: lists defined VMs, skips half-made dirs, reports unreadable specs', as
   await mkdir(join(root, 'vms', 'broken'), { recursive: true });
   await writeFile(join(root, 'vms', 'broken', 'spec.json'), '{not json');
   const l = await listVms(root);
-  assert.deepEqual(l.vms.map((v) => v.name), ['a', 'b']);
-  assert.deepEqual(l.errors.map((e) => [e.name, e.code]), [['broken', 'vm.corrupt']]);
+  assert.deepEqual(
+    l.vms.map((v) => v.name),
+    ['a', 'b'],
+  );
+  assert.deepEqual(
+    l.errors.map((e) => [e.name, e.code]),
+    [['broken', 'vm.corrupt']],
+  );
   assert.deepEqual(await listVms(join(root, 'nothing-here')), { vms: [], errors: [] });
 });
 
@@ -113,19 +132,44 @@ test('tailLines: strips control codes, keeps the last lines', async () => {
   assert.deepEqual(await tailLines(join(root, 'none'), 3), []);
 });
 
-const chain = { level: 1, relative: 0, chain: [{ level: 1, relative: 0, name: 'h', runner: 'pvm' as const }] };
-const noKvm: HostVerdict = { key: 'k', kvm: false, kvmNested: false, reason: 'there is no /dev/kvm', fix: 'load kvm_amd', nestedReason: null, nestedFix: null, chain };
-const kvmNoNest: HostVerdict = { ...noKvm, kvm: true, reason: null, fix: null, nestedReason: 'kvm_amd nested=0', nestedFix: '`nestvirt enable`' };
+const chain = {
+  level: 1,
+  relative: 0,
+  chain: [{ level: 1, relative: 0, name: 'h', runner: 'pvm' as const }],
+};
+const noKvm: HostVerdict = {
+  key: 'k',
+  kvm: false,
+  kvmNested: false,
+  reason: 'there is no /dev/kvm',
+  fix: 'load kvm_amd',
+  nestedReason: null,
+  nestedFix: null,
+  chain,
+};
+const kvmNoNest: HostVerdict = {
+  ...noKvm,
+  kvm: true,
+  reason: null,
+  fix: null,
+  nestedReason: 'kvm_amd nested=0',
+  nestedFix: '`nestvirt enable`',
+};
 const both = { accels: ['tcg', 'kvm'] };
 
 test('accelerator choice: auto falls back with the reason, kvm refuses, nested warns', () => {
   assert.deepEqual(chooseAccel('tcg', false, kvmNoNest, both), { accel: 'tcg', notes: [] });
   const auto = chooseAccel('auto', false, noKvm, both);
   assert.equal(auto.accel, 'tcg');
-  assert.deepEqual(auto.notes, ['KVM unavailable here: there is no /dev/kvm; using TCG (software emulation)']);
+  assert.deepEqual(auto.notes, [
+    'KVM unavailable here: there is no /dev/kvm; using TCG (software emulation)',
+  ]);
   assert.throws(
     () => chooseAccel('kvm', false, noKvm, both),
-    (e) => e instanceof NotPossibleError && e.message === '--accel kvm is not possible here: there is no /dev/kvm' && e.hint === 'load kvm_amd',
+    (e) =>
+      e instanceof NotPossibleError &&
+      e.message === '--accel kvm is not possible here: there is no /dev/kvm' &&
+      e.hint === 'load kvm_amd',
   );
   assert.deepEqual(chooseAccel('auto', false, kvmNoNest, both), { accel: 'kvm', notes: [] });
   const n = chooseAccel('auto', true, kvmNoNest, both);
