@@ -10,7 +10,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, readFile, rm, writeFile, rename, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { parseDocument, stringify, isMap } from 'yaml';
 import { NestvirtError, ExitCode, UsageError } from '../errors.js';
 import type { Runner } from '../util/exec.js';
@@ -450,7 +450,8 @@ export async function loadCloudInitInputs(
       if (!inputs.sshKeys.includes(k)) inputs.sshKeys.push(k);
   const first = opts.sshKeys[0];
   if (first) {
-    const priv = await privateKeyFor(first);
+    // Absolute: `nestvirt ssh` may run from another directory.
+    const priv = await privateKeyFor(resolve(first));
     if (priv) inputs.identity = priv;
   }
   return inputs;

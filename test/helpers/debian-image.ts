@@ -51,6 +51,8 @@ export const DEBIAN_CI_PACKAGES = [
   'isc-dhcp-client',
   'qemu-guest-agent',
   'sudo',
+  // systemd-logind needs it; logind turns the ACPI power button (`nestvirt stop`) into a clean shutdown.
+  'dbus',
 ];
 
 /** Units a test VM never needs; masked to shorten boot under TCG. */

@@ -239,8 +239,10 @@ test(
     );
     assert.deepEqual(p.argv.slice(-3), ['-l', 'debian', '127.0.0.1']);
 
-    // Stopped: one clear line, exit 1.
-    assert.equal((await nv(['kill', VM])).code, 0);
+    // A clean shutdown through the power button (systemd-logind), then one clear line, exit 1.
+    const stop = await nv(['stop', VM, '--timeout', '300'], 6 * 60_000);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.doesNotMatch(stop.stdout + stop.stderr, /by force/);
     const down = await nv(['ssh', VM, '--', 'true']);
     assert.equal(down.code, 1);
     assert.match(
