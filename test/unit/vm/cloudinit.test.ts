@@ -1,6 +1,6 @@
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile, chmod, readFile, readdir } from 'node:fs/promises';
+import { mkdtemp, writeFile, chmod, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
@@ -30,9 +30,15 @@ const ED25519 =
 const ECDSA =
   'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBKhMKX1Grqlxm11XuEXDHbBYBsXlIxik2PWkmxJ9dfUb1YBHcCHqazG0EnijUSYAIQotp7b9/BdMGSG07esEizE=';
 
+const made: string[] = [];
 async function tmp(): Promise<string> {
-  return mkdtemp(join(tmpdir(), 'nestvirt-ci-unit-'));
+  const d = await mkdtemp(join(tmpdir(), 'nestvirt-ci-unit-'));
+  made.push(d);
+  return d;
 }
+after(async () => {
+  for (const d of made) await rm(d, { recursive: true, force: true });
+});
 
 function usage(code: string, re: RegExp) {
   return (e: unknown): boolean => {
