@@ -1,5 +1,5 @@
 /**
- * cloud-init end to end: a Debian image debootstrapped in the test set-up
+ * cloud-init end to end: a Debian image bootstrapped (mmdebstrap) in the test set-up
  * (cloud-init, sshd, qemu-guest-agent; cached between runs), booted under
  * TCG by `nestvirt run --user-data --ssh-key --wait`; the NoCloud seed sets
  * the hostname (user-data) and the ssh key (meta-data), and `nestvirt ssh`
