@@ -28,6 +28,7 @@ export const commandRefs: CommandRef[] = [
   { name: 'console', load: async () => (await import('./console.js')).consoleCommand },
   { name: 'logs', load: async () => (await import('./logs.js')).logsCommand },
   { name: 'exec', load: async () => (await import('./exec.js')).execCommand },
+  { name: 'ssh', load: async () => (await import('./ssh.js')).sshCommand },
   { name: 'net', load: async () => (await import('./net.js')).netCommand },
   { name: 'expose', load: async () => (await import('./expose.js')).exposeCommand },
   { name: 'unexpose', load: async () => (await import('./unexpose.js')).unexposeCommand },

@@ -8,23 +8,30 @@ import { nicsFromFlags } from '../vm/nics.js';
 import { netResolver } from '../net/vm-hooks.js';
 import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
 import { UsageError } from '../errors.js';
-import type { AccelRequest } from '../vm/types.js';
+import { loadCloudInitInputs, nicsForCloudInit, writeCloudInit, type CloudInitInputs, type NicConfig } from '../vm/cloudinit.js';
+import { withSshForward } from '../vm/ssh.js';
+import type { AccelRequest, VmSpec } from '../vm/types.js';
+import type { VmPaths } from '../vm/state.js';
 
 export const runCommand: Command = {
   name: 'run',
   summary: 'create and start a VM (default image: tiny)',
-  usage: 'run [IMAGE] [--name N] [--cpus N] [--memory 512M] [--nested] [--accel auto|kvm|tcg] [--net user] [--port HOST:GUEST]... [--wait] [--json]',
+  usage: 'run [IMAGE] [--name N] [--cpus N] [--memory 512M] [--nested] [--accel auto|kvm|tcg] [--net user] [--port HOST:GUEST]... [--user-data FILE] [--ssh-key FILE]... [--wait] [--json]',
   description: [
     'Creates a VM from IMAGE (a qcow2 overlay over the image\'s disk, which is never written)',
     'and starts it under QEMU in the background. --wait blocks until the guest agent answers',
     'and prints the time to ready. --accel auto uses KVM when this machine really runs KVM',
     'guests (doctor\'s probe) and says on stderr why it falls back to TCG otherwise.',
     '--nested exposes VT-x/AMD-V to the guest (-cpu host under KVM, -cpu max under TCG).',
+    'Images with cloud-init get a NoCloud seed: --user-data (#cloud-config, #! script or MIME',
+    'multipart, checked first) and --ssh-key (else a key made for the VM); images with sshd get',
+    'a free 127.0.0.1 port forwarded to port 22 for `nestvirt ssh` (docs/cloud-init.md).',
     '',
     'examples:',
     '  nestvirt run --name t1 --wait',
     '  nestvirt run tiny --name hv --nested --memory 1G --cpus 2 --wait',
     '  nestvirt run --name web --port 8080:80 --port 127.0.0.1:5353:53/udp',
+    '  nestvirt run debian-ci --name web --user-data web.yaml --ssh-key ~/.ssh/id_ed25519.pub --wait',
     '  nestvirt run --name k --kernel ./vmlinux --initrd ./initrd.img --append console=ttyS0',
   ].join('\n'),
   positionals: [0, 1],
@@ -40,6 +47,8 @@ export const runCommand: Command = {
     append: { type: 'string', arg: 'CMDLINE', help: "kernel command line (added to the image's)" },
     net: { type: 'string', multiple: true, arg: 'NET', help: 'network: user (default, NAT), none, or a nestvirt network' },
     port: { type: 'string', multiple: true, arg: '[ADDR:]HOST:GUEST[/udp]', help: 'forward a host port (127.0.0.1 unless ADDR) to the guest (user network)' },
+    'user-data': { type: 'string', arg: 'FILE', help: 'cloud-init user-data: #cloud-config YAML, a #! script or MIME multipart' },
+    'ssh-key': { type: 'string', multiple: true, arg: 'FILE', help: "ssh public key (.pub) for the image's user (repeatable; default: a key made for the VM)" },
     wait: { type: 'boolean', help: 'wait until the guest agent answers; print the time to ready' },
     'wait-timeout': { type: 'string', arg: 'SECONDS', help: 'give up waiting after this long (default 300)' },
     'no-start': { type: 'boolean', help: 'create the VM but do not start it' },
@@ -62,6 +71,25 @@ export const runCommand: Command = {
     const nics = await nicsFromFlags(list(args, 'net'), list(args, 'port'), name, netResolver({ root: vmDeps(ctx).root, run: ctx.run, uid: ctx.uid }));
     const deps = vmDeps(ctx);
     const progress = new Progress(ctx.out);
+    // cloud-init (docs/cloud-init.md): --user-data and --ssh-key are checked
+    // against the image before anything exists; sshd gets a forwarded port.
+    const userData = str(args, 'user-data');
+    const sshKeys = list(args, 'ssh-key');
+    let cloudInit: CloudInitInputs | undefined;
+    let runNics = nics;
+    let networkConfig: NicConfig[] | undefined;
+    const lookup = images();
+    if (image && lookup) {
+      const img = await lookup({ root: deps.root, name: image, run: ctx.run, env: ctx.env, progress } as Parameters<typeof lookup>[0]);
+      cloudInit = await loadCloudInitInputs({ ...(userData !== undefined ? { userData } : {}), sshKeys }, img);
+      runNics = await withSshForward(nics, img.features);
+      if (cloudInit) {
+        const net = nicsForCloudInit(name, runNics);
+        runNics = net.nics;
+        networkConfig = net.config;
+      }
+    } else if (userData !== undefined || sshKeys.length)
+      throw new UsageError('cloudinit.no-image', '--user-data and --ssh-key need an IMAGE with cloud-init', 'e.g. nestvirt run debian-ci --user-data FILE');
     await createVm(
         {
           name,
@@ -74,7 +102,20 @@ export const runCommand: Command = {
           ...(str(args, 'kernel') ? { kernel: str(args, 'kernel')! } : {}),
           ...(str(args, 'initrd') ? { initrd: str(args, 'initrd')! } : {}),
           ...(str(args, 'append') ? { append: str(args, 'append')! } : {}),
-          nics,
+          nics: runNics,
+          // The seed is written into the VM dir under the VM's lock before
+          // spec.json; a failure removes the half-made VM (createVm's prepare).
+          ...(cloudInit
+            ? {
+                prepare: async (paths: VmPaths, spec: VmSpec) => {
+                  const inputs = cloudInit!;
+                  await progress.step('write the cloud-init seed', () =>
+                    writeCloudInit({ name, dir: paths.dir, createdAt: spec.createdAt }, {}, inputs, ctx.run, networkConfig),
+                  );
+                  return { seed: paths.seed };
+                },
+              }
+            : {}),
         },
         { ...deps, progress },
         images(),

@@ -39,6 +39,12 @@ export const Files = {
   qemuLog: 'qemu.log',
   overlay: 'disk.qcow2',
   seed: 'seed.iso',
+  /** The VM's own ssh key pair (ed25519) made when no --ssh-key was given; `.pub` beside it. */
+  sshKey: 'id_ed25519',
+  /** Host keys `nestvirt ssh` has accepted for this VM (StrictHostKeyChecking=accept-new). */
+  sshKnownHosts: 'known_hosts',
+  /** What the cloud-init layer put in the seed (instance id, keys, ssh user): JSON. */
+  cloudInit: 'cloud-init.json',
   lock: '.lock',
 } as const;
 
