@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "setup: Debian packages need root; re-run as root: sudo $0" >&2; exit 2; fi
 else SUDO=; fi
 
-mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/debian-packages.txt | grep -v '^$')
+mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/debian-packages.txt | grep -v "^$" | sort -u)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
