@@ -33,9 +33,23 @@ async function bareBoot(spec: ImageSpec): Promise<number> {
   const g0 = spec.disk ? await tempHome('nestvirt-bench-ov-') : undefined;
   if (spec.disk && g0) {
     overlay = join(g0, 'overlay.qcow2');
-    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', spec.diskFormat ?? 'raw', '-b', spec.disk, overlay]);
+    await run([
+      'qemu-img',
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-F',
+      spec.diskFormat ?? 'raw',
+      '-b',
+      spec.disk,
+      overlay,
+    ]);
   }
-  const g = await bootGuest(spec, { memMiB: spec.minMemoryMiB ?? 256, ...(overlay ? { overlay } : {}) });
+  const g = await bootGuest(spec, {
+    memMiB: spec.minMemoryMiB ?? 256,
+    ...(overlay ? { overlay } : {}),
+  });
   try {
     const q = await Qga.connect(g.qgaSock, 300_000, g.proc);
     const ms = performance.now() - g.startedAt;
@@ -68,7 +82,14 @@ function demo(home: string): Promise<DemoResult> {
 
 const tiny = (await testImage('tiny')).spec;
 const hv = (await testImage('hypervisor')).spec;
-const rows: { total: number; outer: number; doctor: number; inner: number; proc: number; images: number }[] = [];
+const rows: {
+  total: number;
+  outer: number;
+  doctor: number;
+  inner: number;
+  proc: number;
+  images: number;
+}[] = [];
 const bareHv: number[] = [];
 const bareTiny: number[] = [];
 for (let i = 0; i < RUNS; i++) {
@@ -79,10 +100,20 @@ for (let i = 0; i < RUNS; i++) {
     await seedImage(home, 'tiny');
     await seedImage(home, 'hypervisor');
     const d = await demo(home);
-    if (!d.ok || d.toInnermostMs === null) throw new Error(`demo failed: ${JSON.stringify(d.steps.find((s) => !s.ok))}`);
+    if (!d.ok || d.toInnermostMs === null)
+      throw new Error(`demo failed: ${JSON.stringify(d.steps.find((s) => !s.ok))}`);
     const ms = (id: string): number => d.steps.find((s) => s.id === id)?.ms ?? NaN;
-    rows.push({ total: d.toInnermostMs, images: ms('images'), outer: ms('outer'), doctor: ms('outer-doctor'), inner: ms('inner'), proc: ms('process') });
-    process.stdout.write(`run ${i + 1}: innermost process at ${sec(d.toInnermostMs)}; bare hypervisor ${sec(bareHv[i]!)}, bare tiny ${sec(bareTiny[i]!)}\n`);
+    rows.push({
+      total: d.toInnermostMs,
+      images: ms('images'),
+      outer: ms('outer'),
+      doctor: ms('outer-doctor'),
+      inner: ms('inner'),
+      proc: ms('process'),
+    });
+    process.stdout.write(
+      `run ${i + 1}: innermost process at ${sec(d.toInnermostMs)}; bare hypervisor ${sec(bareHv[i]!)}, bare tiny ${sec(bareTiny[i]!)}\n`,
+    );
   } finally {
     await rm(home, { recursive: true, force: true });
   }
@@ -90,11 +121,15 @@ for (let i = 0; i < RUNS; i++) {
 const m = (k: keyof (typeof rows)[number]): number => median(rows.map((r) => r[k]));
 const bareSum = median(bareHv) + median(bareTiny);
 console.log(`\nnested chain, median of ${RUNS} runs (this machine → TCG L+1 with SVM → KVM L+2):`);
-console.log(`  time to the innermost process   ${sec(m('total'))}   (target < 20 s: ${m('total') < 20_000 ? 'met' : 'NOT met'})`);
+console.log(
+  `  time to the innermost process   ${sec(m('total'))}   (target < 20 s: ${m('total') < 20_000 ? 'met' : 'NOT met'})`,
+);
 console.log(`    images check                  ${sec(m('images'))}`);
 console.log(`    outer VM (TCG) to ready       ${sec(m('outer'))}`);
 console.log(`    nestvirt doctor in the outer  ${sec(m('doctor'))}`);
-console.log(`    inner VM (KVM) to ready       ${sec(m('inner'))}   (nestvirt run inside the outer VM)`);
+console.log(
+  `    inner VM (KVM) to ready       ${sec(m('inner'))}   (nestvirt run inside the outer VM)`,
+);
 console.log(`    process in the inner VM       ${sec(m('proc'))}`);
 console.log(`  baseline, bare QEMU boots to the guest agent, same images, same run:`);
 console.log(`    hypervisor (TCG)              ${sec(median(bareHv))}`);

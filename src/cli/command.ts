@@ -58,20 +58,35 @@ export function parseFlags(cmd: Command, argv: string[], path: string): ParsedAr
   const dd = argv.indexOf('--');
   if (dd >= 0) {
     if (!cmd.passthrough)
-      throw new UsageError('usage.unexpected-args', `\`nestvirt ${path}\` takes no arguments after --`, `see \`nestvirt ${path} --help\``);
+      throw new UsageError(
+        'usage.unexpected-args',
+        `\`nestvirt ${path}\` takes no arguments after --`,
+        `see \`nestvirt ${path} --help\``,
+      );
     own = argv.slice(0, dd);
     rest = argv.slice(dd + 1);
   }
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
+  const options: Record<
+    string,
+    { type: 'string' | 'boolean'; short?: string; multiple?: boolean }
+  > = {};
   for (const [k, f] of Object.entries(cmd.flags ?? {})) {
-    options[k] = { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}) };
+    options[k] = {
+      type: f.type,
+      ...(f.short ? { short: f.short } : {}),
+      ...(f.multiple ? { multiple: true } : {}),
+    };
   }
   options['help'] = { type: 'boolean', short: 'h' };
   let parsed;
   try {
     parsed = parseArgs({ args: own, options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UsageError('usage.bad-flag', `${path}: ${flagMessage(e)}`, `see \`nestvirt ${path} --help\``);
+    throw new UsageError(
+      'usage.bad-flag',
+      `${path}: ${flagMessage(e)}`,
+      `see \`nestvirt ${path} --help\``,
+    );
   }
   const flags: ParsedArgs['flags'] = { ...parsed.values } as ParsedArgs['flags'];
   for (const [k, f] of Object.entries(cmd.flags ?? {}))
@@ -80,9 +95,17 @@ export function parseFlags(cmd: Command, argv: string[], path: string): ParsedAr
   if (!flags['help'] && cmd.positionals) {
     const [min, max] = cmd.positionals;
     if (positionals.length < min)
-      throw new UsageError('usage.missing-arg', `${path}: missing argument; usage: nestvirt ${cmd.usage}`, `see \`nestvirt ${path} --help\``);
+      throw new UsageError(
+        'usage.missing-arg',
+        `${path}: missing argument; usage: nestvirt ${cmd.usage}`,
+        `see \`nestvirt ${path} --help\``,
+      );
     if (positionals.length > max)
-      throw new UsageError('usage.extra-arg', `${path}: unexpected argument ${JSON.stringify(positionals[max])}; usage: nestvirt ${cmd.usage}`, `see \`nestvirt ${path} --help\``);
+      throw new UsageError(
+        'usage.extra-arg',
+        `${path}: unexpected argument ${JSON.stringify(positionals[max])}; usage: nestvirt ${cmd.usage}`,
+        `see \`nestvirt ${path} --help\``,
+      );
   }
   return { flags, positionals, rest };
 }
@@ -124,12 +147,18 @@ export function helpText(cmd: Command, path: string): string {
     lines.push('', 'commands:');
     const w = Math.max(...cmd.sub.map((s) => s.name.length));
     for (const s of cmd.sub) lines.push(`  ${s.name.padEnd(w)}  ${s.summary}`);
-    lines.push('', `run \`nestvirt ${path ? path + ' ' : ''}COMMAND --help\` for a command's options`);
+    lines.push(
+      '',
+      `run \`nestvirt ${path ? path + ' ' : ''}COMMAND --help\` for a command's options`,
+    );
   }
   const flags = Object.entries(cmd.flags ?? {});
   if (flags.length) {
     lines.push('', 'options:');
-    const names = flags.map(([k, f]) => `${f.short ? `-${f.short}, ` : ''}--${k}${f.type === 'string' ? ` ${f.arg ?? 'VALUE'}` : ''}`);
+    const names = flags.map(
+      ([k, f]) =>
+        `${f.short ? `-${f.short}, ` : ''}--${k}${f.type === 'string' ? ` ${f.arg ?? 'VALUE'}` : ''}`,
+    );
     const w = Math.max(...names.map((n) => n.length));
     flags.forEach(([, f], i) => lines.push(`  ${names[i]!.padEnd(w)}  ${f.help}`));
   }

@@ -11,11 +11,16 @@ import { BIN_PATH } from '../version.js';
 function selfRunner(env: NodeJS.ProcessEnv): SelfRunner {
   return (argv, opts = {}) =>
     new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN_PATH, ...argv], { env: { ...env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [BIN_PATH, ...argv], {
+        env: { ...env, NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let stdout = '';
       let stderr = '';
       let partial = '';
-      const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
+      const timer = opts.timeoutMs
+        ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs)
+        : undefined;
       child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
       child.stderr.on('data', (b: Buffer) => {
         const s = b.toString();
@@ -23,13 +28,22 @@ function selfRunner(env: NodeJS.ProcessEnv): SelfRunner {
         if (opts.onStderrLine) {
           const parts = (partial + s).split(/\r|\n/);
           partial = parts.pop() ?? '';
-          for (const p of parts) if (p.trim()) opts.onStderrLine(p.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').trim());
+          for (const p of parts)
+            if (p.trim()) opts.onStderrLine(p.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').trim());
         }
       });
       child.on('error', reject);
       child.on('close', (code, signal) => {
         if (timer) clearTimeout(timer);
-        resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr: signal && !code ? stderr + `\nnestvirt: ${argv[0]} was killed (${signal}) after ${opts.timeoutMs} ms\n` : stderr });
+        resolve({
+          code: code ?? (signal ? 128 : 1),
+          stdout,
+          stderr:
+            signal && !code
+              ? stderr +
+                `\nnestvirt: ${argv[0]} was killed (${signal}) after ${opts.timeoutMs} ms\n`
+              : stderr,
+        });
       });
     });
 }
@@ -53,28 +67,54 @@ export const demoCommand: Command = {
   positionals: [0, 0],
   flags: {
     json: { type: 'boolean', help: 'print the chain and timings as JSON (schema: docs/demo.md)' },
-    keep: { type: 'boolean', help: 'keep the VMs running afterwards (remove with `nestvirt rm --force NAME`)' },
-    'no-nested': { type: 'boolean', help: 'start the outer VM without virtualization extensions (shows the failure path)' },
-    memory: { type: 'string', arg: 'SIZE', help: 'memory of the outer VM (default 2G)', default: '2G' },
+    keep: {
+      type: 'boolean',
+      help: 'keep the VMs running afterwards (remove with `nestvirt rm --force NAME`)',
+    },
+    'no-nested': {
+      type: 'boolean',
+      help: 'start the outer VM without virtualization extensions (shows the failure path)',
+    },
+    memory: {
+      type: 'string',
+      arg: 'SIZE',
+      help: 'memory of the outer VM (default 2G)',
+      default: '2G',
+    },
     cpus: { type: 'string', arg: 'N', help: 'vCPUs of the outer VM (default 2)', default: '2' },
-    timeout: { type: 'string', arg: 'SECONDS', help: 'time limit per VM step (default 600)', default: '600' },
+    timeout: {
+      type: 'string',
+      arg: 'SECONDS',
+      help: 'time limit per VM step (default 600)',
+      default: '600',
+    },
   },
   async run(args, ctx) {
     const cpus = Number(str(args, 'cpus'));
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64)
-      throw new UsageError('usage.bad-value', `--cpus must be a whole number from 1 to 64, got ${JSON.stringify(str(args, 'cpus'))}`);
+      throw new UsageError(
+        'usage.bad-value',
+        `--cpus must be a whole number from 1 to 64, got ${JSON.stringify(str(args, 'cpus'))}`,
+      );
     const timeout = Number(str(args, 'timeout'));
     if (!Number.isFinite(timeout) || timeout < 10)
-      throw new UsageError('usage.bad-value', `--timeout must be a number of seconds (at least 10), got ${JSON.stringify(str(args, 'timeout'))}`);
+      throw new UsageError(
+        'usage.bad-value',
+        `--timeout must be a number of seconds (at least 10), got ${JSON.stringify(str(args, 'timeout'))}`,
+      );
     const json = bool(args, 'json');
     const progress = new Progress(ctx.out, {});
-    const result = await runDemo(selfRunner(ctx.env), { step: (t, fn) => progress.step(t, fn) }, {
-      nested: !bool(args, 'no-nested'),
-      keep: bool(args, 'keep'),
-      memory: str(args, 'memory')!,
-      cpus,
-      stepTimeoutMs: timeout * 1000,
-    });
+    const result = await runDemo(
+      selfRunner(ctx.env),
+      { step: (t, fn) => progress.step(t, fn) },
+      {
+        nested: !bool(args, 'no-nested'),
+        keep: bool(args, 'keep'),
+        memory: str(args, 'memory')!,
+        cpus,
+        stepTimeoutMs: timeout * 1000,
+      },
+    );
     if (json) printJson(ctx.out, result);
     else {
       if (result.summary) eprintln(ctx.out, `\n${result.summary}\n`);

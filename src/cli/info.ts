@@ -15,7 +15,10 @@ export const infoCommand: Command = {
   async run(args, ctx) {
     const name = checkVmName(args.positionals[0]!);
     const p = vmPaths(vmDeps(ctx).root, name);
-    const info = { ...vmInfo(p, await reconcile(p, { write: 'try' })), addresses: await vmAddresses(vmDeps(ctx).root, name) };
+    const info = {
+      ...vmInfo(p, await reconcile(p, { write: 'try' })),
+      addresses: await vmAddresses(vmDeps(ctx).root, name),
+    };
     if (bool(args, 'json')) printJson(ctx.out, info);
     else println(ctx.out, vmText(ctx.out, info));
     return 0;

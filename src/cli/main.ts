@@ -59,7 +59,11 @@ export async function main(argv: string[], ctx: Context): Promise<number> {
         ctx.out.stdout.write(helpText(cmd, path));
         return rest.length === 0 ? ExitCode.USAGE : 0;
       }
-      throw new UsageError('usage.bad-flag', `${path || 'nestvirt'}: unknown flag ${rest[0]}`, `see \`nestvirt ${path ? path + ' ' : ''}--help\``);
+      throw new UsageError(
+        'usage.bad-flag',
+        `${path || 'nestvirt'}: unknown flag ${rest[0]}`,
+        `see \`nestvirt ${path ? path + ' ' : ''}--help\``,
+      );
     }
     const args = parseFlags(cmd, rest, path);
     if (args.flags['help']) {

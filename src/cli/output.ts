@@ -21,7 +21,17 @@ export function makeOutput(
   return { stdout, stderr, color, interactive: !!stderr.isTTY && env.TERM !== 'dumb' };
 }
 
-const codes = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, gray: 90, bold: 1, dim: 2 } as const;
+const codes = {
+  red: 31,
+  green: 32,
+  yellow: 33,
+  blue: 34,
+  magenta: 35,
+  cyan: 36,
+  gray: 90,
+  bold: 1,
+  dim: 2,
+} as const;
 export type Style = keyof typeof codes;
 
 /** Wraps text in an ANSI style when colour is on. */
@@ -44,9 +54,16 @@ export function printJson(out: Output, value: unknown): void {
 /** Renders rows as an aligned table (first row is the header). */
 export function table(rows: string[][]): string {
   const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, visibleLength(c))));
+  for (const r of rows)
+    r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, visibleLength(c))));
   return rows
-    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c + ' '.repeat((widths[i] ?? 0) - visibleLength(c)))).join('  '))
+    .map((r) =>
+      r
+        .map((c, i) =>
+          i === r.length - 1 ? c : c + ' '.repeat((widths[i] ?? 0) - visibleLength(c)),
+        )
+        .join('  '),
+    )
     .join('\n');
 }
 
@@ -75,18 +92,25 @@ export class Progress {
     const update = (detail: string): void => {
       if (detail === lastDetail) return;
       lastDetail = detail;
-      if (this.out.interactive) write(`\r\x1b[K${paint(this.out, 'cyan', '…')} ${title} ${paint(this.out, 'gray', detail)}`);
+      if (this.out.interactive)
+        write(
+          `\r\x1b[K${paint(this.out, 'cyan', '…')} ${title} ${paint(this.out, 'gray', detail)}`,
+        );
     };
     if (this.out.interactive) write(`${paint(this.out, 'cyan', '…')} ${title}`);
     else write(`… ${title}\n`);
     try {
       const v = await fn(update);
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
-      write(`${this.out.interactive ? '\r\x1b[K' : ''}${paint(this.out, 'green', '✓')} ${title} ${paint(this.out, 'gray', `(${secs}s)`)}\n`);
+      write(
+        `${this.out.interactive ? '\r\x1b[K' : ''}${paint(this.out, 'green', '✓')} ${title} ${paint(this.out, 'gray', `(${secs}s)`)}\n`,
+      );
       return v;
     } catch (e) {
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
-      write(`${this.out.interactive ? '\r\x1b[K' : ''}${paint(this.out, 'red', '✗')} ${title} ${paint(this.out, 'gray', `(${secs}s)`)}\n`);
+      write(
+        `${this.out.interactive ? '\r\x1b[K' : ''}${paint(this.out, 'red', '✗')} ${title} ${paint(this.out, 'gray', `(${secs}s)`)}\n`,
+      );
       throw e;
     }
   }

@@ -81,7 +81,9 @@ export function planChain(d: DoctorReport, opts: { nested: boolean }): ChainPlan
       fb?.detail ? `and QEMU TCG does not work (${fb.detail})` : 'and QEMU TCG does not work',
     ].join(' '),
     fixes: [
-      ...(fb?.detail && /apt-get install/.test(fb.detail) ? ['apt-get install qemu-system-x86'] : []),
+      ...(fb?.detail && /apt-get install/.test(fb.detail)
+        ? ['apt-get install qemu-system-x86']
+        : []),
       ...d.verdict.problems.map((p) => p.fix).filter(Boolean),
     ],
     summary: 'this machine can run no guest',

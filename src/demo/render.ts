@@ -22,14 +22,23 @@ function secs(ms: number | null): string {
 export function renderChain(out: Output, r: DemoResult): string {
   const rows = [['level', 'name', 'runs on', 'accel', 'ready']];
   for (const c of r.chain)
-    rows.push([lvl(c.level, c.relative), c.name, runnerText[c.runner] ?? c.runner, c.accel ?? '—', secs(c.readyMs)]);
-  const diagram = r.chain.map((c) => `${lvl(c.level, c.relative)} ${c.role === 'host' ? runnerText[c.runner] : c.accel}`).join(' → ');
+    rows.push([
+      lvl(c.level, c.relative),
+      c.name,
+      runnerText[c.runner] ?? c.runner,
+      c.accel ?? '—',
+      secs(c.readyMs),
+    ]);
+  const diagram = r.chain
+    .map((c) => `${lvl(c.level, c.relative)} ${c.role === 'host' ? runnerText[c.runner] : c.accel}`)
+    .join(' → ');
   const lines = [table(rows), '', diagram];
   if (r.innermost)
     lines.push(
       `${paint(out, 'green', '✓')} the innermost VM reports ${r.innermost.level === null ? `relative level ${r.innermost.relative}` : `level ${r.innermost.level}`}, accelerator ${r.innermost.accel} (kernel saw hypervisor ${r.innermost.hypervisor}, clocksource ${r.innermost.clocksource})`,
     );
-  if (r.toInnermostMs !== null) lines.push(`time to the innermost process: ${secs(r.toInnermostMs)}, total ${secs(r.totalMs)}`);
+  if (r.toInnermostMs !== null)
+    lines.push(`time to the innermost process: ${secs(r.toInnermostMs)}, total ${secs(r.totalMs)}`);
   return lines.join('\n') + '\n';
 }
 
@@ -41,6 +50,7 @@ export function renderFailure(out: Output, r: DemoResult): string {
   const where = e.level === null ? `level +${e.relative}` : `L${e.level}`;
   const lines = [`${paint(out, 'red', 'failed')} at ${where} (${s.title}): ${e.message}`];
   if (e.fix) lines.push(`  ${paint(out, 'yellow', 'fix:')} ${e.fix}`);
-  if (e.console?.length) lines.push(`  last console lines of ${where}:`, ...e.console.map((l) => `    ${l}`));
+  if (e.console?.length)
+    lines.push(`  last console lines of ${where}:`, ...e.console.map((l) => `    ${l}`));
   return lines.join('\n') + '\n';
 }

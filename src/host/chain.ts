@@ -40,7 +40,11 @@ export interface ChainInfo {
 export function childChain(parent: ChainInfo, childName: string, runner: Runner): ChainInfo {
   const level = parent.level === null ? null : parent.level + 1;
   const relative = parent.relative + 1;
-  return { level, relative, chain: [...parent.chain, { level, relative, name: childName, runner }] };
+  return {
+    level,
+    relative,
+    chain: [...parent.chain, { level, relative, name: childName, runner }],
+  };
 }
 
 export function encodeChain(c: ChainInfo): string {
@@ -56,7 +60,8 @@ export function parseChain(text: string): ChainInfo | undefined {
     return undefined;
   }
   const c = v as ChainInfo;
-  if (!c || typeof c !== 'object' || !Array.isArray(c.chain) || typeof c.relative !== 'number') return undefined;
+  if (!c || typeof c !== 'object' || !Array.isArray(c.chain) || typeof c.relative !== 'number')
+    return undefined;
   if (c.level !== null && typeof c.level !== 'number') return undefined;
   return c;
 }
@@ -70,7 +75,10 @@ export function smbiosChainString(c: ChainInfo): string {
 export function parseSmbiosOem(raw: Buffer): ChainInfo | undefined {
   for (const s of raw.toString('latin1').split('\0')) {
     const i = s.indexOf(SMBIOS_CHAIN_PREFIX);
-    if (i >= 0) return parseChain(Buffer.from(s.slice(i + SMBIOS_CHAIN_PREFIX.length), 'base64url').toString('utf8'));
+    if (i >= 0)
+      return parseChain(
+        Buffer.from(s.slice(i + SMBIOS_CHAIN_PREFIX.length), 'base64url').toString('utf8'),
+      );
   }
   return undefined;
 }

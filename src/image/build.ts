@@ -178,7 +178,10 @@ export async function builtinInputs(
     kernel: `${kernel.name}=${kernel.version}`,
     ...(await packageVersions(ctx.run, HOST_PACKAGES[name])),
     // The rendered /init and friends: a change to the guest side rebuilds the image.
-    guest: createHash('sha256').update(JSON.stringify(guestFiles({ hostname: name }))).digest('hex').slice(0, 16),
+    guest: createHash('sha256')
+      .update(JSON.stringify(guestFiles({ hostname: name })))
+      .digest('hex')
+      .slice(0, 16),
   };
   if (name === 'hypervisor') {
     inputs.node = process.version;

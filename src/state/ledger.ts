@@ -36,12 +36,21 @@ export async function readEntry(root: string, owner: string): Promise<LedgerEntr
 /** Appends changes to an owner's entry (created when absent). */
 export async function recordChanges(root: string, owner: string, changes: Change[]): Promise<void> {
   const lockPath = join(root, Dirs.locks, 'ledger.lock');
-  await withLock(lockPath, 'the host-change ledger', async () => {
-    const cur = (await readEntry(root, owner)) ?? { owner, at: new Date().toISOString(), changes: [] };
-    cur.changes.push(...changes);
-    cur.at = new Date().toISOString();
-    await writeJson(fileFor(root, owner), cur);
-  }, { waitMs: 10_000 });
+  await withLock(
+    lockPath,
+    'the host-change ledger',
+    async () => {
+      const cur = (await readEntry(root, owner)) ?? {
+        owner,
+        at: new Date().toISOString(),
+        changes: [],
+      };
+      cur.changes.push(...changes);
+      cur.at = new Date().toISOString();
+      await writeJson(fileFor(root, owner), cur);
+    },
+    { waitMs: 10_000 },
+  );
 }
 
 /** Replaces an owner's entry (used after a partial undo). */

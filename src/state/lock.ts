@@ -25,10 +25,18 @@ function alive(pid: number): boolean {
  * Takes the lock at `path`. Waits up to `waitMs` for a live holder, then
  * throws BusyError naming it.
  */
-export async function acquire(path: string, what: string, opts: { waitMs?: number } = {}): Promise<Lock> {
+export async function acquire(
+  path: string,
+  what: string,
+  opts: { waitMs?: number } = {},
+): Promise<Lock> {
   await mkdir(dirname(path), { recursive: true });
   const deadline = Date.now() + (opts.waitMs ?? 0);
-  const me = JSON.stringify({ pid: process.pid, cmd: process.argv.slice(2).join(' '), at: new Date().toISOString() });
+  const me = JSON.stringify({
+    pid: process.pid,
+    cmd: process.argv.slice(2).join(' '),
+    at: new Date().toISOString(),
+  });
   for (;;) {
     try {
       const fh = await open(path, 'wx');
@@ -60,7 +68,10 @@ export async function acquire(path: string, what: string, opts: { waitMs?: numbe
       continue;
     }
     if (Date.now() >= deadline)
-      throw new BusyError(what, holder.pid ? `pid ${holder.pid} (nestvirt ${holder.cmd ?? ''})`.trim() : 'another command');
+      throw new BusyError(
+        what,
+        holder.pid ? `pid ${holder.pid} (nestvirt ${holder.cmd ?? ''})`.trim() : 'another command',
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -84,7 +95,12 @@ async function ageMs(path: string): Promise<number> {
 }
 
 /** Runs fn while holding the lock. */
-export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, opts: { waitMs?: number } = {}): Promise<T> {
+export async function withLock<T>(
+  path: string,
+  what: string,
+  fn: () => Promise<T>,
+  opts: { waitMs?: number } = {},
+): Promise<T> {
   const lock = await acquire(path, what, opts);
   try {
     return await fn();

@@ -6,7 +6,10 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-export function stateRoot(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? 0): string {
+export function stateRoot(
+  env: NodeJS.ProcessEnv = process.env,
+  uid = process.getuid?.() ?? 0,
+): string {
   if (env.NESTVIRT_HOME) return env.NESTVIRT_HOME;
   if (uid === 0) return '/var/lib/nestvirt';
   const xdg = env.XDG_DATA_HOME || join(env.HOME || homedir(), '.local', 'share');

@@ -8,7 +8,11 @@ import { UsageError } from '../errors.js';
 import { NAME_RE } from './paths.js';
 
 /** Writes a file atomically: temp file in the same directory, fsync, rename. */
-export async function writeAtomic(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
+export async function writeAtomic(
+  path: string,
+  data: string | Buffer,
+  mode = 0o644,
+): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await open(tmp, 'w', mode);

@@ -101,7 +101,10 @@ function lastLine(s: string): string {
 }
 
 /** Finds an executable on PATH; undefined when absent. */
-export async function which(name: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+export async function which(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | undefined> {
   const { access, constants } = await import('node:fs/promises');
   const { join } = await import('node:path');
   for (const dir of (env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {

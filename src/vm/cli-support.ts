@@ -28,12 +28,21 @@ export function images(): ImageLookup | undefined {
 }
 
 function ports(v: VmInfo): string {
-  return v.ports.map((f) => `${f.hostAddr === '127.0.0.1' ? '' : f.hostAddr + ':'}${f.hostPort}->${f.guestPort}${f.proto === 'udp' ? '/udp' : ''}`).join(',') || '-';
+  return (
+    v.ports
+      .map(
+        (f) =>
+          `${f.hostAddr === '127.0.0.1' ? '' : f.hostAddr + ':'}${f.hostPort}->${f.guestPort}${f.proto === 'udp' ? '/udp' : ''}`,
+      )
+      .join(',') || '-'
+  );
 }
 
 /** The `ls` table. */
 export function vmTable(out: Output, vms: VmInfo[]): string {
-  const rows = [['NAME', 'STATUS', 'IMAGE', 'CPUS', 'MEMORY', 'ACCEL', 'LEVEL', 'PORTS', 'ADDRESS']];
+  const rows = [
+    ['NAME', 'STATUS', 'IMAGE', 'CPUS', 'MEMORY', 'ACCEL', 'LEVEL', 'PORTS', 'ADDRESS'],
+  ];
   for (const v of vms)
     rows.push([
       v.name,
@@ -52,20 +61,54 @@ export function vmTable(out: Output, vms: VmInfo[]): string {
 /** `info` for people. */
 export function vmText(out: Output, v: VmInfo): string {
   const lines: string[] = [];
-  const kv = (k: string, val: string): void => void lines.push(`${paint(out, 'bold', k.padEnd(9))} ${val}`);
+  const kv = (k: string, val: string): void =>
+    void lines.push(`${paint(out, 'bold', k.padEnd(9))} ${val}`);
   kv('name', v.name);
-  kv('status', v.status === 'running' ? `running (pid ${v.pid}, since ${v.startedAt}${v.readyMs !== null ? `, ready in ${(v.readyMs / 1000).toFixed(1)} s` : ''})` : 'stopped');
+  kv(
+    'status',
+    v.status === 'running'
+      ? `running (pid ${v.pid}, since ${v.startedAt}${v.readyMs !== null ? `, ready in ${(v.readyMs / 1000).toFixed(1)} s` : ''})`
+      : 'stopped',
+  );
   kv('image', v.image ?? '(direct kernel boot)');
   kv('cpus', `${v.cpus}${v.nested ? ' (nested: VT-x/AMD-V exposed)' : ''}`);
   kv('memory', formatBytes(v.memoryMiB * 1024 * 1024));
-  kv('accel', `${v.accel.effective ?? '-'} (asked: ${v.accel.requested})${v.accel.note ? `; ${v.accel.note}` : ''}`);
-  if (v.chain) kv('level', `${v.level ?? '?'} (relative ${v.chain.relative}): ${v.chain.chain.map((h) => `${h.name}[${h.runner}]`).join(' → ')}`);
-  kv('network', v.nics.map((n) => (n.kind === 'user' ? `user (NAT)${n.forwards.length ? ', ports ' + ports(v) : ''}` : `tap ${n.ifname} ${n.mac}${n.network ? ` on ${n.network}` : ''}`)).join('; ') || 'none');
-  for (const a of v.addresses ?? []) kv('address', `${a.ip} on ${a.network} (${a.source === 'lease' ? 'DHCP lease' : 'reserved, no lease yet'})`);
-  if (v.disk) kv('disk', `${v.disk.path} (${formatBytes(v.disk.sizeBytes)}${v.disk.backing ? `, over ${v.disk.backing}` : ''})`);
+  kv(
+    'accel',
+    `${v.accel.effective ?? '-'} (asked: ${v.accel.requested})${v.accel.note ? `; ${v.accel.note}` : ''}`,
+  );
+  if (v.chain)
+    kv(
+      'level',
+      `${v.level ?? '?'} (relative ${v.chain.relative}): ${v.chain.chain.map((h) => `${h.name}[${h.runner}]`).join(' → ')}`,
+    );
+  kv(
+    'network',
+    v.nics
+      .map((n) =>
+        n.kind === 'user'
+          ? `user (NAT)${n.forwards.length ? ', ports ' + ports(v) : ''}`
+          : `tap ${n.ifname} ${n.mac}${n.network ? ` on ${n.network}` : ''}`,
+      )
+      .join('; ') || 'none',
+  );
+  for (const a of v.addresses ?? [])
+    kv(
+      'address',
+      `${a.ip} on ${a.network} (${a.source === 'lease' ? 'DHCP lease' : 'reserved, no lease yet'})`,
+    );
+  if (v.disk)
+    kv(
+      'disk',
+      `${v.disk.path} (${formatBytes(v.disk.sizeBytes)}${v.disk.backing ? `, over ${v.disk.backing}` : ''})`,
+    );
   kv('dir', v.dir);
   if (v.lastExit && v.status === 'stopped') {
-    const why = { stopped: 'stopped by nestvirt', killed: 'killed by nestvirt', exited: 'QEMU ended without nestvirt (guest powered off, crashed, or was killed)' }[v.lastExit.reason];
+    const why = {
+      stopped: 'stopped by nestvirt',
+      killed: 'killed by nestvirt',
+      exited: 'QEMU ended without nestvirt (guest powered off, crashed, or was killed)',
+    }[v.lastExit.reason];
     kv('last exit', `${v.lastExit.at}: ${why}`);
     if (v.lastExit.qemuTail.length) kv('qemu said', v.lastExit.qemuTail.join(' | '));
     if (v.lastExit.consoleTail.length) {

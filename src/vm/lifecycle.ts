@@ -83,14 +83,22 @@ export interface CreateOptions {
    * written (e.g. the cloud-init layer writes seed.iso to `paths.seed` and
    * returns `{ seed: paths.seed }`). A throw removes the half-made VM.
    */
-  prepare?: (paths: VmPaths, spec: VmSpec, image: ImageSpec | undefined) => Promise<Partial<VmSpec> | void>;
+  prepare?: (
+    paths: VmPaths,
+    spec: VmSpec,
+    image: ImageSpec | undefined,
+  ) => Promise<Partial<VmSpec> | void>;
 }
 
 async function mustExist(what: string, path: string): Promise<void> {
   try {
     await access(path, constants.R_OK);
   } catch {
-    throw new NotPossibleError('vm.missing-file', `${what} ${path} is missing or unreadable`, 'rebuild or re-import the image (`nestvirt image ls`), or check the path');
+    throw new NotPossibleError(
+      'vm.missing-file',
+      `${what} ${path} is missing or unreadable`,
+      'rebuild or re-import the image (`nestvirt image ls`), or check the path',
+    );
   }
 }
 
@@ -103,7 +111,11 @@ export function checkHostLimits(o: { cpus: number; memoryMiB: number }, host = h
       `ask for less, e.g. --memory ${Math.max(64, Math.floor(host.memBytes / 1024 / 1024 / 2))}M`,
     );
   if (o.cpus > host.cpus)
-    throw new NotPossibleError('vm.cpus-too-many', `--cpus ${o.cpus} is more than this host has (${host.cpus})`, `ask for at most --cpus ${host.cpus}`);
+    throw new NotPossibleError(
+      'vm.cpus-too-many',
+      `--cpus ${o.cpus} is more than this host has (${host.cpus})`,
+      `ask for at most --cpus ${host.cpus}`,
+    );
 }
 
 /** Validates the name and the socket path lengths for a VM under root. */
@@ -124,7 +136,11 @@ export function checkVmPaths(root: string, name: string): VmPaths {
  * Defines a VM: claims the name (atomic mkdir), resolves the image, makes
  * the disk overlay and writes spec.json. Does not start it.
  */
-export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageLookup): Promise<VmSpec> {
+export async function createVm(
+  o: CreateOptions,
+  deps: VmDeps,
+  getImage?: ImageLookup,
+): Promise<VmSpec> {
   const p = checkVmPaths(deps.root, o.name);
   checkHostLimits(o);
   if (o.kernel) await mustExist('kernel', o.kernel);
@@ -132,7 +148,12 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
 
   let image: ImageSpec | undefined;
   if (o.image) {
-    if (!getImage) throw new NotPossibleError('vm.no-images', 'images are not available in this build', 'boot a kernel directly: --kernel FILE --initrd FILE');
+    if (!getImage)
+      throw new NotPossibleError(
+        'vm.no-images',
+        'images are not available in this build',
+        'boot a kernel directly: --kernel FILE --initrd FILE',
+      );
     image = await getImage({
       root: deps.root,
       name: o.image,
@@ -145,15 +166,28 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
     if (image.initrd) await mustExist(`image ${o.image}'s initrd`, image.initrd);
     if (image.disk) await mustExist(`image ${o.image}'s disk`, image.disk);
     if (!image.kernel && !image.disk && !o.kernel)
-      throw new NotPossibleError('vm.image-empty', `image ${o.image} has neither a kernel nor a disk`, `rebuild it: nestvirt image build ${o.image}`);
-  } else if (!o.kernel) throw new UsageError('vm.no-boot', 'nothing to boot: give an IMAGE or --kernel FILE', 'e.g. nestvirt run tiny');
+      throw new NotPossibleError(
+        'vm.image-empty',
+        `image ${o.image} has neither a kernel nor a disk`,
+        `rebuild it: nestvirt image build ${o.image}`,
+      );
+  } else if (!o.kernel)
+    throw new UsageError(
+      'vm.no-boot',
+      'nothing to boot: give an IMAGE or --kernel FILE',
+      'e.g. nestvirt run tiny',
+    );
 
   await mkdir(vmsDir(deps.root), { recursive: true });
   try {
     await mkdir(p.dir); // the claim: exactly one creator wins
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST')
-      throw new UsageError('vm.exists', `a VM named ${JSON.stringify(o.name)} already exists`, `choose another --name, or remove it first: nestvirt rm ${o.name}`);
+      throw new UsageError(
+        'vm.exists',
+        `a VM named ${JSON.stringify(o.name)} already exists`,
+        `choose another --name, or remove it first: nestvirt rm ${o.name}`,
+      );
     throw e;
   }
   const lock = await lockVm(p, 30_000).catch(async (e) => {
@@ -165,15 +199,42 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
     const initrd = o.kernel ? o.initrd : (o.initrd ?? image?.initrd);
     // Built-in images take their host name from the command line (src/image/guest.ts).
     const hostnameArg = !o.kernel && image?.builtin ? `nestvirt.hostname=${o.name}` : undefined;
-    const append = [o.kernel ? undefined : image?.cmdline, hostnameArg, o.append].filter(Boolean).join(' ') || undefined;
+    const append =
+      [o.kernel ? undefined : image?.cmdline, hostnameArg, o.append].filter(Boolean).join(' ') ||
+      undefined;
     let disk: VmSpec['disk'];
     if (image?.disk) {
       const baseSize = await virtualSize(deps.run, image.disk, image.diskFormat ?? 'qcow2');
       const size = Math.max(baseSize, o.diskSizeBytes ?? 0);
-      await deps.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', image.diskFormat ?? 'qcow2', '-b', image.disk, p.overlay, String(size)]);
-      disk = { path: p.overlay, backing: image.disk, backingFormat: image.diskFormat ?? 'qcow2', sizeBytes: size };
+      await deps.run([
+        'qemu-img',
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-F',
+        image.diskFormat ?? 'qcow2',
+        '-b',
+        image.disk,
+        p.overlay,
+        String(size),
+      ]);
+      disk = {
+        path: p.overlay,
+        backing: image.disk,
+        backingFormat: image.diskFormat ?? 'qcow2',
+        sizeBytes: size,
+      };
     } else if (o.diskSizeBytes) {
-      await deps.run(['qemu-img', 'create', '-q', '-f', 'qcow2', p.overlay, String(o.diskSizeBytes)]);
+      await deps.run([
+        'qemu-img',
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        p.overlay,
+        String(o.diskSizeBytes),
+      ]);
       disk = { path: p.overlay, sizeBytes: o.diskSizeBytes };
     }
     const spec: VmSpec = {
@@ -190,7 +251,13 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
       ...(disk ? { disk } : {}),
       ...(o.seed ? { seed: o.seed } : {}),
       nics: o.nics,
-      imageFeatures: image?.features ?? { guestAgent: true, sshd: false, cloudInit: false, kvmModules: false, nestvirt: false },
+      imageFeatures: image?.features ?? {
+        guestAgent: true,
+        sshd: false,
+        cloudInit: false,
+        kvmModules: false,
+        nestvirt: false,
+      },
       createdAt: new Date().toISOString(),
     };
     const extra = o.prepare ? await o.prepare(p, spec, image) : undefined;
@@ -210,16 +277,29 @@ export async function createVm(o: CreateOptions, deps: VmDeps, getImage?: ImageL
 async function virtualSize(run: Runner, path: string, format: string): Promise<number> {
   const r = await run(['qemu-img', 'info', '--output=json', '-f', format, path], { check: false });
   if (r.code !== 0)
-    throw new NotPossibleError('vm.image-corrupt', `the image disk ${path} is not a readable ${format} file: ${r.stderr.trim().split('\n').pop() ?? ''}`, 'rebuild or re-import the image');
+    throw new NotPossibleError(
+      'vm.image-corrupt',
+      `the image disk ${path} is not a readable ${format} file: ${r.stderr.trim().split('\n').pop() ?? ''}`,
+      'rebuild or re-import the image',
+    );
   try {
     return (JSON.parse(r.stdout) as { 'virtual-size': number })['virtual-size'];
   } catch {
-    throw new NotPossibleError('vm.image-corrupt', `qemu-img could not describe ${path}`, 'rebuild or re-import the image');
+    throw new NotPossibleError(
+      'vm.image-corrupt',
+      `qemu-img could not describe ${path}`,
+      'rebuild or re-import the image',
+    );
   }
 }
 
 /** Resolves a spec into the launch QEMU gets (accelerator chosen, chain computed). */
-export function launchSpec(spec: VmSpec, p: VmPaths, accel: 'kvm' | 'tcg', hv: HostVerdict): LaunchSpec {
+export function launchSpec(
+  spec: VmSpec,
+  p: VmPaths,
+  accel: 'kvm' | 'tcg',
+  hv: HostVerdict,
+): LaunchSpec {
   const disks: DiskSpec[] = [];
   if (spec.disk) disks.push({ path: spec.disk.path, format: 'qcow2' });
   if (spec.seed) disks.push({ path: spec.seed, format: 'raw', readonly: true });
@@ -258,7 +338,13 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
   try {
     const r = await reconcile(p, { write: 'locked' });
     if (r.pid !== null)
-      return { pid: r.pid, accel: r.runtime.accel ?? 'tcg', notes: [], alreadyRunning: true, startedAt: r.runtime.startedAt ?? '' };
+      return {
+        pid: r.pid,
+        accel: r.runtime.accel ?? 'tcg',
+        notes: [],
+        alreadyRunning: true,
+        startedAt: r.runtime.startedAt ?? '',
+      };
     const spec = r.spec;
     const [features, hv] = await Promise.all([
       deps.features ?? qemuFeatures(deps.root, deps.run, deps.env),
@@ -267,7 +353,13 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
     checkHostLimits(spec);
     const choice = chooseAccel(spec.accel, spec.nested, hv, features);
     for (const n of choice.notes) deps.note?.(n);
-    for (const [what, f] of [['kernel', spec.kernel], ['initrd', spec.initrd], ['disk', spec.disk?.path], ['backing disk', spec.disk?.backing], ['seed', spec.seed]] as const)
+    for (const [what, f] of [
+      ['kernel', spec.kernel],
+      ['initrd', spec.initrd],
+      ['disk', spec.disk?.path],
+      ['backing disk', spec.disk?.backing],
+      ['seed', spec.seed],
+    ] as const)
       if (f) await mustExist(what, f);
     const launch = launchSpec(spec, p, choice.accel, hv);
     const argv = [features.binary, ...qemuArgv(launch, features)];
@@ -303,10 +395,16 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
  */
 async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promise<number> {
   const log = await open(p.qemuLog, 'w');
-  await log.write(`=== ${new Date().toISOString()} ${argv.map((a) => (/[\s,'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`);
+  await log.write(
+    `=== ${new Date().toISOString()} ${argv.map((a) => (/[\s,'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`,
+  );
   let child;
   try {
-    child = spawn(argv[0]!, argv.slice(1), { cwd: p.dir, detached: true, stdio: ['ignore', log.fd, log.fd] });
+    child = spawn(argv[0]!, argv.slice(1), {
+      cwd: p.dir,
+      detached: true,
+      stdio: ['ignore', log.fd, log.fd],
+    });
   } finally {
     await log.close();
   }
@@ -317,7 +415,12 @@ async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promis
   child.unref();
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (spawnError) throw new NotPossibleError('vm.qemu-failed', `cannot run ${argv[0]}: ${spawnError.message}`, 'install QEMU: apt-get install qemu-system-x86');
+    if (spawnError)
+      throw new NotPossibleError(
+        'vm.qemu-failed',
+        `cannot run ${argv[0]}: ${spawnError.message}`,
+        'install QEMU: apt-get install qemu-system-x86',
+      );
     if (exited) {
       const tail = (await tailLines(p.qemuLog, 3)).filter((l) => !l.startsWith('=== '));
       throw new NotPossibleError(
@@ -339,7 +442,11 @@ async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promis
       } catch {
         /* gone */
       }
-      throw new NotPossibleError('vm.qemu-timeout', `QEMU did not come up within ${timeoutMs / 1000} s`, `see ${p.qemuLog}`);
+      throw new NotPossibleError(
+        'vm.qemu-timeout',
+        `QEMU did not come up within ${timeoutMs / 1000} s`,
+        `see ${p.qemuLog}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -351,13 +458,25 @@ export interface ReadyResult {
 }
 
 /** Waits until the guest agent answers guest-ping; fails early when QEMU stops. */
-export async function waitReady(name: string, deps: VmDeps, timeoutMs = 120_000): Promise<ReadyResult> {
+export async function waitReady(
+  name: string,
+  deps: VmDeps,
+  timeoutMs = 120_000,
+): Promise<ReadyResult> {
   const p = vmPaths(deps.root, name);
   const r0 = await reconcile(p, { write: 'try' });
   if (r0.pid === null)
-    throw new NotPossibleError('vm.not-running', `VM ${name} is not running`, `start it: nestvirt start ${name}`);
+    throw new NotPossibleError(
+      'vm.not-running',
+      `VM ${name} is not running`,
+      `start it: nestvirt start ${name}`,
+    );
   if (!r0.spec.imageFeatures.guestAgent)
-    throw new NotPossibleError('vm.no-agent', `VM ${name}'s image has no guest agent, so --wait cannot tell when it is ready`, 'drop --wait, or use an image running qemu-ga');
+    throw new NotPossibleError(
+      'vm.no-agent',
+      `VM ${name}'s image has no guest agent, so --wait cannot tell when it is ready`,
+      'drop --wait, or use an image running qemu-ga',
+    );
   const startedMs = r0.runtime.startedAt ? Date.parse(r0.runtime.startedAt) : Date.now();
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -377,10 +496,18 @@ export async function waitReady(name: string, deps: VmDeps, timeoutMs = 120_000)
     if (!(await pidIsOurs(r0.pid, p.pid))) {
       const r = await reconcile(p, { write: 'try' });
       const tail = r.runtime.lastExit?.consoleTail.slice(-5) ?? [];
-      throw new NotPossibleError('vm.stopped-early', `VM ${name} stopped before it was ready${tail.length ? `; last console lines:\n    ${tail.join('\n    ')}` : ''}`, `see nestvirt logs ${name}`);
+      throw new NotPossibleError(
+        'vm.stopped-early',
+        `VM ${name} stopped before it was ready${tail.length ? `; last console lines:\n    ${tail.join('\n    ')}` : ''}`,
+        `see nestvirt logs ${name}`,
+      );
     }
     if (Date.now() > deadline)
-      throw new NotPossibleError('vm.not-ready', `VM ${name}'s guest agent did not answer within ${timeoutMs / 1000} s`, `see what it is doing: nestvirt logs ${name} (or nestvirt console ${name})`);
+      throw new NotPossibleError(
+        'vm.not-ready',
+        `VM ${name}'s guest agent did not answer within ${timeoutMs / 1000} s`,
+        `see what it is doing: nestvirt logs ${name} (or nestvirt console ${name})`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -418,7 +545,11 @@ async function waitGone(pid: number, marker: string, ms: number): Promise<boolea
  * Stops a VM: ACPI power button through QMP (`system_powerdown`), waits up
  * to timeoutS for the guest to power off, then QMP `quit`, then SIGKILL.
  */
-export async function stopVm(name: string, deps: VmDeps, opts: { timeoutS?: number; force?: boolean } = {}): Promise<StopResult> {
+export async function stopVm(
+  name: string,
+  deps: VmDeps,
+  opts: { timeoutS?: number; force?: boolean } = {},
+): Promise<StopResult> {
   const p = checkVmPaths(deps.root, name);
   const t0 = Date.now();
   const lock = await lockVm(p);
@@ -426,7 +557,12 @@ export async function stopVm(name: string, deps: VmDeps, opts: { timeoutS?: numb
     const r = await reconcile(p, { write: 'locked' });
     if (r.pid === null) return { how: 'none', ms: 0 };
     const how = await stopPid(p, r.pid, opts.force ? 0 : (opts.timeoutS ?? 30));
-    await writeJson(p.runtime, { ...r.runtime, state: 'stopped', pid: null, lastExit: await lastExit(p, how === 'powerdown' ? 'stopped' : 'killed') });
+    await writeJson(p.runtime, {
+      ...r.runtime,
+      state: 'stopped',
+      pid: null,
+      lastExit: await lastExit(p, how === 'powerdown' ? 'stopped' : 'killed'),
+    });
     await clearRuntimeFiles(p);
     await vmNicsDown(deps, name);
     return { how, ms: Date.now() - t0 };
@@ -484,7 +620,12 @@ export async function killVm(name: string, deps: VmDeps): Promise<{ killed: bool
       /* gone */
     }
     await waitGone(r.pid, p.pid, 5000);
-    await writeJson(p.runtime, { ...r.runtime, state: 'stopped', pid: null, lastExit: await lastExit(p, 'killed') });
+    await writeJson(p.runtime, {
+      ...r.runtime,
+      state: 'stopped',
+      pid: null,
+      lastExit: await lastExit(p, 'killed'),
+    });
     await clearRuntimeFiles(p);
     await vmNicsDown(deps, name);
     return { killed: true };
@@ -498,7 +639,11 @@ export async function killVm(name: string, deps: VmDeps): Promise<{ killed: bool
  * unless `force` (then it is killed first). The directory is renamed away
  * first, so a half-deleted VM never shows up in `ls`.
  */
-export async function rmVm(name: string, deps: VmDeps, opts: { force?: boolean } = {}): Promise<{ killed: boolean }> {
+export async function rmVm(
+  name: string,
+  deps: VmDeps,
+  opts: { force?: boolean } = {},
+): Promise<{ killed: boolean }> {
   const p = checkVmPaths(deps.root, name);
   const lock = await lockVm(p);
   try {
@@ -506,7 +651,11 @@ export async function rmVm(name: string, deps: VmDeps, opts: { force?: boolean }
     let killed = false;
     if (r.pid !== null) {
       if (!opts.force)
-        throw new NotPossibleError('vm.running', `VM ${name} is running`, `stop it first (nestvirt stop ${name}), or remove it anyway: nestvirt rm --force ${name}`);
+        throw new NotPossibleError(
+          'vm.running',
+          `VM ${name} is running`,
+          `stop it first (nestvirt stop ${name}), or remove it anyway: nestvirt rm --force ${name}`,
+        );
       try {
         process.kill(r.pid, 'SIGKILL');
       } catch {
@@ -554,20 +703,36 @@ export async function execInVm(
   const p = checkVmPaths(deps.root, name);
   const r = await reconcile(p, { write: 'try' });
   if (r.pid === null)
-    throw new NotPossibleError('vm.not-running', `VM ${name} is not running`, `start it: nestvirt start ${name} --wait`);
+    throw new NotPossibleError(
+      'vm.not-running',
+      `VM ${name} is not running`,
+      `start it: nestvirt start ${name} --wait`,
+    );
   let c: QgaClient;
   try {
     c = await QgaClient.connect(p.qga, { timeoutMs: 10_000 });
   } catch (e) {
-    throw new NotPossibleError('vm.no-agent', `cannot reach VM ${name}'s guest agent: ${(e as Error).message}`, `wait for it to boot (nestvirt start ${name} --wait), and check the image runs qemu-ga`);
+    throw new NotPossibleError(
+      'vm.no-agent',
+      `cannot reach VM ${name}'s guest agent: ${(e as Error).message}`,
+      `wait for it to boot (nestvirt start ${name} --wait), and check the image runs qemu-ga`,
+    );
   }
   try {
     return await c.exec(argv, opts);
   } catch (e) {
     if (e instanceof QgaError && /Failed to execute child process|No such file/.test(e.message))
-      throw new NestvirtError('vm.exec-not-found', `in VM ${name}: cannot run ${JSON.stringify(argv[0])}: ${e.message.replace(/^.*error was '?/, '').replace(/'$/, '')}`, { exitCode: 127, hint: 'check the command exists in the guest (exec VM -- ls /bin)' });
+      throw new NestvirtError(
+        'vm.exec-not-found',
+        `in VM ${name}: cannot run ${JSON.stringify(argv[0])}: ${e.message.replace(/^.*error was '?/, '').replace(/'$/, '')}`,
+        { exitCode: 127, hint: 'check the command exists in the guest (exec VM -- ls /bin)' },
+      );
     if ((e as NestvirtError).code === 'vm.qga-timeout')
-      throw new NestvirtError('vm.exec-timeout', `in VM ${name}: ${JSON.stringify(argv.join(' '))} did not finish within ${(opts.timeoutMs ?? 60_000) / 1000} s (it may still be running)`, { exitCode: 124, hint: 'raise --timeout' });
+      throw new NestvirtError(
+        'vm.exec-timeout',
+        `in VM ${name}: ${JSON.stringify(argv.join(' '))} did not finish within ${(opts.timeoutMs ?? 60_000) / 1000} s (it may still be running)`,
+        { exitCode: 124, hint: 'raise --timeout' },
+      );
     throw e;
   } finally {
     c.close();

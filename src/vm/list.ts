@@ -21,10 +21,16 @@ export async function listVms(root: string): Promise<VmList> {
     names.map(async (name) => {
       const p = vmPaths(root, name);
       try {
-        return { ...vmInfo(p, await reconcile(p, { write: 'try' })), addresses: await vmAddresses(root, name) };
+        return {
+          ...vmInfo(p, await reconcile(p, { write: 'try' })),
+          addresses: await vmAddresses(root, name),
+        };
       } catch (e) {
         if (e instanceof NestvirtError && e.code === 'vm.not-found') return undefined;
-        const err = e instanceof NestvirtError ? e : new NestvirtError('internal', String((e as Error)?.message ?? e));
+        const err =
+          e instanceof NestvirtError
+            ? e
+            : new NestvirtError('internal', String((e as Error)?.message ?? e));
         return { name, ...err.toJSON() };
       }
     }),

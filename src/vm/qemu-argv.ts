@@ -37,7 +37,12 @@ export function nicArgv(nic: NicSpec, index: number): string[] {
     const fwd = nic.forwards
       .map((f) => `,hostfwd=${f.proto}:${f.hostAddr}:${f.hostPort}-:${f.guestPort}`)
       .join('');
-    return ['-netdev', `user,id=${id}${fwd}`, '-device', `virtio-net-pci,netdev=${id}${mac},romfile=`];
+    return [
+      '-netdev',
+      `user,id=${id}${fwd}`,
+      '-device',
+      `virtio-net-pci,netdev=${id}${mac},romfile=`,
+    ];
   }
   return [
     '-netdev',

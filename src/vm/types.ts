@@ -27,7 +27,12 @@ export interface PortForward {
  */
 export type NicSpec =
   | { kind: 'user'; forwards: PortForward[]; mac?: string }
-  | { kind: 'tap'; ifname: string; mac: string; /** The nestvirt network whose bridge the tap joins. */ network?: string };
+  | {
+      kind: 'tap';
+      ifname: string;
+      mac: string;
+      /** The nestvirt network whose bridge the tap joins. */ network?: string;
+    };
 
 /** A disk attached to the guest. */
 export interface DiskSpec {
@@ -58,7 +63,13 @@ export interface VmSpec {
   seed?: string;
   nics: NicSpec[];
   /** What the image provides (guest agent, sshd, ...), copied from the image at create. */
-  imageFeatures: { guestAgent: boolean; sshd: boolean; cloudInit: boolean; kvmModules: boolean; nestvirt: boolean };
+  imageFeatures: {
+    guestAgent: boolean;
+    sshd: boolean;
+    cloudInit: boolean;
+    kvmModules: boolean;
+    nestvirt: boolean;
+  };
   createdAt: string;
 }
 
@@ -139,5 +150,11 @@ export interface VmInfo {
   createdAt: string;
   lastExit: LastExit | null;
   /** Addresses on nestvirt networks (dnsmasq lease, else the reservation); see docs/networks.md. */
-  addresses?: { network: string; ip: string; source: 'lease' | 'reserved'; mac: string; tap: string }[];
+  addresses?: {
+    network: string;
+    ip: string;
+    source: 'lease' | 'reserved';
+    mac: string;
+    tap: string;
+  }[];
 }

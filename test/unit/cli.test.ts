@@ -5,7 +5,10 @@ import { runCli, runBin } from '../helpers/cli.js';
 test('unknown command: one line, exit 2', async () => {
   const r = await runCli(['frobnicate']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /^nestvirt: unknown command "frobnicate"\n  fix: see `nestvirt --help`\n$/);
+  assert.match(
+    r.stderr,
+    /^nestvirt: unknown command "frobnicate"\n  fix: see `nestvirt --help`\n$/,
+  );
 });
 
 test('unknown flag: one line naming the flag, exit 2', async () => {
