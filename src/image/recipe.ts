@@ -61,42 +61,27 @@ export const BOOT_MODULES = [
 ];
 
 /** Modules carried by every built-in image (their dependencies are added). */
+/** Modules both built-ins carry. */
+const COMMON_MODULES = [
+  ...BOOT_MODULES,
+  'virtio_scsi',
+  'kvm',
+  'kvm_amd',
+  'kvm_intel',
+  '9p',
+  '9pnet_virtio',
+  'tun',
+  'bridge',
+  'vhost_net',
+  'vhost_vsock',
+  'ext4',
+  'crc32c_generic',
+];
+
 export const IMAGE_MODULES: Record<BuiltinName, string[]> = {
-  tiny: [
-    ...BOOT_MODULES,
-    'virtio_scsi',
-    'kvm',
-    'kvm_amd',
-    'kvm_intel',
-    '9p',
-    '9pnet_virtio',
-    'tun',
-    'bridge',
-    'vhost_net',
-    'vhost_vsock',
-    'ext4',
-    'crc32c_generic',
-  ],
-  hypervisor: [
-    ...BOOT_MODULES,
-    'virtio_scsi',
-    'kvm',
-    'kvm_amd',
-    'kvm_intel',
-    '9p',
-    '9pnet_virtio',
-    'tun',
-    'bridge',
-    'vhost_net',
-    'vhost_vsock',
-    'ext4',
-    'crc32c_generic',
-    'overlay',
-    'nf_tables',
-    'nft_chain_nat',
-    'nft_masq',
-    'veth',
-  ],
+  tiny: COMMON_MODULES,
+  // The hypervisor also runs networks and overlays for its own guests.
+  hypervisor: [...COMMON_MODULES, 'overlay', 'nf_tables', 'nft_chain_nat', 'nft_masq', 'veth'],
 };
 
 /**
