@@ -5,6 +5,7 @@
  * it), so a stale pidfile, a reused pid or a QEMU killed with -9 all show as
  * `stopped`, with the last console lines kept in runtime.json.
  */
+import { readFileSync } from 'node:fs';
 import { readFile, readdir, rm, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NotPossibleError } from '../errors.js';
@@ -107,7 +108,7 @@ export async function pidIsOurs(pid: number | null | undefined, marker: string):
 export async function livePid(p: VmPaths, rt: VmRuntime): Promise<number | null> {
   let filePid: number | null = null;
   try {
-    filePid = Number((await readFile(p.pid, 'utf8')).trim()) || null;
+    filePid = Number(readFileSync(p.pid, 'utf8').trim()) || null;
   } catch {
     /* no pidfile */
   }
