@@ -198,34 +198,48 @@ export async function probeKvm(o: ProbeOptions): Promise<ProbeResult> {
     };
   // 2. A standard guest really runs.
   const timeout = o.guestTimeoutMs ?? 4000;
-  const { result: r } = await runProbeGuest({
-    run: o.run,
-    bin,
-    accel: 'kvm',
-    cpu: 'host',
-    timeoutMs: timeout,
-    env: o.env,
-  });
-  const sees = decodeProbeExit(r.code);
-  if (sees)
-    return {
-      ran: true,
-      ok: true,
-      detail: `a standard guest ran under KVM in ${ms()} ms; it sees ${sees.vmx ? 'VMX' : sees.svm ? 'SVM' : 'neither VMX nor SVM'}`,
-      ms: ms(),
-      stage: 'guest',
-      guestSees: sees,
-    };
-  return {
-    ran: true,
-    ok: false,
-    detail: r.timedOut
+  return guestStage(o, bin, 'kvm', timeout, ms, (r) =>
+    r.timedOut
       ? `KVM initialises (API version 12) but a standard guest did not run within ${timeout / 1000} s` +
         (o.pvm ? ' (a PVM host runs only PVM guest kernels)' : '')
       : `a standard guest failed under KVM: ${lastLine(r) || `exit ${r.code ?? r.signal}`}`,
+  );
+}
+
+/**
+ * Boots the probe guest (KVM with `-cpu host`, or TCG with `-cpu max`) and
+ * turns its exit code into a ProbeResult; `failed` words the other outcome.
+ */
+async function guestStage(
+  o: { run: Runner; env?: NodeJS.ProcessEnv },
+  bin: string,
+  accel: 'kvm' | 'tcg',
+  timeoutMs: number,
+  ms: () => number,
+  failed: (r: RunResult) => string,
+): Promise<ProbeResult> {
+  const { result: r } = await runProbeGuest({
+    run: o.run,
+    bin,
+    accel,
+    cpu: accel === 'kvm' ? 'host' : 'max',
+    timeoutMs,
+    env: o.env,
+  });
+  const sees = decodeProbeExit(r.code);
+  if (!sees)
+    return { ran: true, ok: false, detail: failed(r), ms: ms(), stage: 'guest', guestSees: null };
+  const ext =
+    sees.svm && (accel === 'tcg' || !sees.vmx) ? 'SVM' : sees.vmx ? 'VMX' : 'neither VMX nor SVM';
+  const how =
+    accel === 'kvm' ? 'a standard guest ran under KVM' : 'a guest ran under TCG (-cpu max)';
+  return {
+    ran: true,
+    ok: true,
+    detail: `${how} in ${ms()} ms; it sees ${ext}`,
     ms: ms(),
     stage: 'guest',
-    guestSees: null,
+    guestSees: sees,
   };
 }
 
@@ -258,32 +272,9 @@ export async function probeTcg(o: {
       guestSees: null,
     };
   const timeout = o.timeoutMs ?? 15_000;
-  const { result: r } = await runProbeGuest({
-    run: o.run,
-    bin,
-    accel: 'tcg',
-    cpu: 'max',
-    timeoutMs: timeout,
-    env: o.env,
-  });
-  const sees = decodeProbeExit(r.code);
-  if (sees)
-    return {
-      ran: true,
-      ok: true,
-      detail: `a guest ran under TCG (-cpu max) in ${ms()} ms; it sees ${sees.svm ? 'SVM' : sees.vmx ? 'VMX' : 'neither VMX nor SVM'}`,
-      ms: ms(),
-      stage: 'guest',
-      guestSees: sees,
-    };
-  return {
-    ran: true,
-    ok: false,
-    detail: r.timedOut
+  return guestStage(o, bin, 'tcg', timeout, ms, (r) =>
+    r.timedOut
       ? `the TCG guest did not finish within ${timeout / 1000} s`
       : `QEMU TCG failed: ${lastLine(r) || `exit ${r.code}`}`,
-    ms: ms(),
-    stage: 'guest',
-    guestSees: null,
-  };
+  );
 }
