@@ -70,3 +70,33 @@ export function runBin(
 export async function tempHome(prefix = 'nestvirt-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
+
+/**
+ * bin/nestvirt as a user other than root can run it. Tests that drop to
+ * `nobody` (root ignores permission bits) need the build to be reachable:
+ * a checkout under a private directory (mktemp -d is 0700) is not, so the
+ * build is copied once into a world-readable temp dir.
+ */
+let publicBin: Promise<string> | undefined;
+export function binForOtherUsers(): Promise<string> {
+  publicBin ??= (async () => {
+    const { access, cp, chmod, symlink } = await import('node:fs/promises');
+    const { constants } = await import('node:fs');
+    const { dirname } = await import('node:path');
+    let reachable = true;
+    for (let d = PROJECT_ROOT; ; d = dirname(d)) {
+      const { stat } = await import('node:fs/promises');
+      if (((await stat(d)).mode & 0o001) === 0) reachable = false;
+      if (d === dirname(d)) break;
+    }
+    await access(BIN, constants.R_OK);
+    if (reachable) return BIN;
+    const dir = await mkdtemp(join(tmpdir(), 'nestvirt-public-'));
+    await chmod(dir, 0o755);
+    for (const f of ['bin', 'dist', 'package.json'])
+      await cp(join(PROJECT_ROOT, f), join(dir, f), { recursive: true });
+    await symlink(join(PROJECT_ROOT, 'node_modules'), join(dir, 'node_modules'));
+    return join(dir, 'bin', 'nestvirt');
+  })();
+  return publicBin;
+}

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, writeFile, chmod, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCli, runBin, BIN } from '../../helpers/cli.js';
+import { runCli, runBin, binForOtherUsers } from '../../helpers/cli.js';
 import { run } from '../../../src/util/exec.js';
 
 function oneLineError(stderr: string, re: RegExp): void {
@@ -77,7 +77,13 @@ test('--root that is not readable by the invoking user', async () => {
     await chmod(join(dir, 'tree'), 0o700);
     await chmod(dir, 0o755);
     // Root ignores permission bits: run the CLI as nobody (setpriv, util-linux).
-    const argv = [process.execPath, BIN, 'doctor', '--root', join(dir, 'tree')];
+    const argv = [
+      process.execPath,
+      await binForOtherUsers(),
+      'doctor',
+      '--root',
+      join(dir, 'tree'),
+    ];
     const cmd =
       process.getuid?.() === 0
         ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...argv]
@@ -108,7 +114,7 @@ test('--capture into a directory the user cannot write', async () => {
     await chmod(dir, 0o555);
     const argv = [
       process.execPath,
-      BIN,
+      await binForOtherUsers(),
       'doctor',
       '--no-probe',
       '--capture',
