@@ -7,6 +7,7 @@
  * atomic mkdir of the VM directory; a failure part-way undoes what was done
  * (revert stack), so no half-made VM is left behind.
  */
+import { readFileSync } from 'node:fs';
 import { vmNicsDown, vmNicsRemoved, vmNicsStarted, vmNicsUp } from '../net/vm-hooks.js';
 import { spawn } from 'node:child_process';
 import { access, mkdir, open, rename, rm, stat, constants } from 'node:fs/promises';
@@ -388,6 +389,17 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
   }
 }
 
+/** True while PID exists and is not a zombie (reads /proc/PID/stat). */
+function processAlive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Spawns QEMU detached (own session, output to qemu.log) and waits until its
  * QMP monitor greets, i.e. the machine is built and running. A QEMU that
@@ -421,6 +433,9 @@ async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promis
         `cannot run ${argv[0]}: ${spawnError.message}`,
         'install QEMU: apt-get install qemu-system-x86',
       );
+    // 'exit' can arrive late for a detached, unref'd child on a loaded
+    // machine: a zombie or vanished pid is an exit too.
+    if (!exited && !processAlive(child.pid)) exited = { code: child.exitCode, signal: null };
     if (exited) {
       const tail = (await tailLines(p.qemuLog, 3)).filter((l) => !l.startsWith('=== '));
       throw new NotPossibleError(
