@@ -107,21 +107,15 @@ async function bareBoot(
     { stdio: 'ignore' },
   );
   try {
-    for (;;) {
-      try {
-        const c = await QgaClient.connect(qga, { timeoutMs: 1000 });
-        try {
-          await c.ping(2000);
-        } finally {
-          c.close();
-        }
-        return performance.now() - t0;
-      } catch {
-        /* not yet */
-      }
-      if (q.exitCode !== null) throw new Error('bare QEMU exited');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    // The same wait `nestvirt run --wait` uses (QgaClient.waitForAgent), so
+    // both sides see the agent's first answer at the same moment.
+    await QgaClient.waitForAgent(qga, {
+      timeoutMs: 120_000,
+      check: () => {
+        if (q.exitCode !== null) throw new Error('bare QEMU exited');
+      },
+    });
+    return performance.now() - t0;
   } finally {
     q.kill('SIGKILL');
     await new Promise((r) => (q.exitCode !== null ? r(null) : q.once('exit', r)));

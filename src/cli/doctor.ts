@@ -2,6 +2,8 @@ import type { Command } from './command.js';
 import { bool, str } from './command.js';
 import { eprintln, paint, printJson, println } from './output.js';
 import { runDoctor } from '../host/doctor.js';
+import { saveHostVerdict, verdictFrom } from '../vm/host.js';
+import { stateRoot } from '../state/paths.js';
 import { renderDoctor } from '../host/render.js';
 import { writeCapture } from '../host/capture.js';
 import { libvirtSummary } from '../libvirt/index.js';
@@ -77,6 +79,9 @@ export const doctorCommand: Command = {
         if (!json && ctx.out.interactive) eprintln(ctx.out, paint(ctx.out, 'gray', `… ${t}`));
       },
     });
+    // A live, probed verdict is what `run` would compute: cache it for the next run.
+    if (root === undefined && !bool(args, 'no-probe'))
+      await saveHostVerdict(stateRoot(ctx.env, ctx.uid), verdictFrom(report, report.verdict));
     if (capture !== undefined) {
       const n = await writeCapture(capture, report, ctx.run);
       if (!json)

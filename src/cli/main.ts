@@ -9,6 +9,7 @@ import { makeOutput, eprintln, paint, printJson } from './output.js';
 import { asNestvirtError, ExitCode, UsageError } from '../errors.js';
 import { run } from '../util/exec.js';
 import { VERSION } from '../version.js';
+import { trace } from '../util/trace.js';
 
 const root: Command = {
   name: 'nestvirt',
@@ -65,6 +66,7 @@ export async function main(argv: string[], ctx: Context): Promise<number> {
         `see \`nestvirt ${path ? path + ' ' : ''}--help\``,
       );
     }
+    trace(`command ${path} loaded`);
     const args = parseFlags(cmd, rest, path);
     if (args.flags['help']) {
       ctx.out.stdout.write(helpText(cmd, path));

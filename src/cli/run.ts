@@ -8,6 +8,7 @@ import { nicsFromFlags } from '../vm/nics.js';
 import { netResolver } from '../net/vm-hooks.js';
 import { reconcile, vmInfo, vmPaths } from '../vm/state.js';
 import { UsageError } from '../errors.js';
+import { trace } from '../util/trace.js';
 import {
   loadCloudInitInputs,
   nicsForCloudInit,
@@ -17,6 +18,7 @@ import {
 } from '../vm/cloudinit.js';
 import { withSshForward } from '../vm/ssh.js';
 import type { AccelRequest, VmSpec } from '../vm/types.js';
+import type { ImageSpec } from '../image/types.js';
 import type { VmPaths } from '../vm/state.js';
 
 export const runCommand: Command = {
@@ -129,14 +131,15 @@ export const runCommand: Command = {
     let runNics = nics;
     let networkConfig: NicConfig[] | undefined;
     const lookup = images();
+    let looked: ImageSpec | undefined;
     if (image && lookup) {
-      const img = await lookup({
+      const img = (looked = await lookup({
         root: deps.root,
         name: image,
         run: ctx.run,
         env: ctx.env,
         progress,
-      } as Parameters<typeof lookup>[0]);
+      } as Parameters<typeof lookup>[0]));
       cloudInit = await loadCloudInitInputs(
         { ...(userData !== undefined ? { userData } : {}), sshKeys },
         img,
@@ -153,6 +156,7 @@ export const runCommand: Command = {
         '--user-data and --ssh-key need an IMAGE with cloud-init',
         'e.g. nestvirt run debian-ci --user-data FILE',
       );
+    trace('run: image looked up');
     await createVm(
       {
         name,
@@ -187,8 +191,10 @@ export const runCommand: Command = {
           : {}),
       },
       { ...deps, progress },
-      images(),
+      // The image was just looked up (and built if needed): createVm reuses it.
+      lookup && ((o) => (looked && o.name === image ? Promise.resolve(looked) : lookup(o))),
     );
+    trace('run: created');
     let readyMs: number | null = null;
     if (!bool(args, 'no-start')) {
       try {
@@ -217,6 +223,7 @@ export const runCommand: Command = {
     else if (readyMs !== null)
       println(ctx.out, `${name} ready in ${(readyMs / 1000).toFixed(2)} s`);
     else println(ctx.out, bool(args, 'no-start') ? `${name} created` : `${name} started`);
+    trace('run: printed');
     return 0;
   },
 };

@@ -8,7 +8,7 @@
  * Every VM is started through the public CLI (`nestvirt run`, and inside
  * L1 `nestvirt exec L1 -- nestvirt run`), the same code path as a person's.
  */
-import { randomBytes } from 'node:crypto';
+import { crypto } from '../util/lazy.js';
 import type { Runner as ChainRunner } from '../host/chain.js';
 import { planChain, type ChainPlan, type DoctorReport } from './plan.js';
 import { WHOAMI_SCRIPT, parseWhoami, type Whoami } from './whoami.js';
@@ -119,7 +119,7 @@ export async function runDemo(
   opts: DemoOptions,
 ): Promise<DemoResult> {
   const t0 = performance.now();
-  const id = opts.namePrefix ?? `demo-${randomBytes(3).toString('hex')}`;
+  const id = opts.namePrefix ?? `demo-${crypto().randomBytes(3).toString('hex')}`;
   const outerName = `${id}-l1`;
   const innerName = `${id}-l2`;
   const steps: DemoStep[] = [];

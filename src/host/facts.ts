@@ -316,29 +316,31 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
   let kvmProbe: ProbeResult | null = null;
   let tcgProbe: ProbeResult | null = null;
   if (doProbe) {
-    if (device) {
-      opts.onStep?.('probing KVM with a tiny guest');
-      kvmProbe = await probeKvm({
-        run: opts.run,
-        arch: cpu.arch,
-        env,
-        pvm: primary?.name === 'kvm_pvm',
-        // NESTVIRT_PROBE_TIMEOUT_MS: for slow machines (a KVM guest nested in a TCG guest).
-        ...(opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
-          ? { guestTimeoutMs: opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) }
-          : {}),
-      });
-    } else
-      kvmProbe = {
-        ran: false,
-        ok: false,
-        detail: 'no /dev/kvm: nothing to probe',
-        ms: 0,
-        stage: 'device',
-        guestSees: null,
-      };
+    // The two probes are independent: run them side by side (doctor takes
+    // the longer of the two, not their sum; inside a TCG guest each QEMU
+    // start is seconds).
+    const kvmP: Promise<ProbeResult> = device
+      ? (opts.onStep?.('probing KVM with a tiny guest'),
+        probeKvm({
+          run: opts.run,
+          arch: cpu.arch,
+          env,
+          pvm: primary?.name === 'kvm_pvm',
+          // NESTVIRT_PROBE_TIMEOUT_MS: for slow machines (a KVM guest nested in a TCG guest).
+          ...(opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
+            ? { guestTimeoutMs: opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) }
+            : {}),
+        }))
+      : Promise.resolve({
+          ran: false,
+          ok: false,
+          detail: 'no /dev/kvm: nothing to probe',
+          ms: 0,
+          stage: 'device',
+          guestSees: null,
+        });
     opts.onStep?.('probing QEMU TCG (-cpu max)');
-    tcgProbe = await probeTcg({
+    const tcgP = probeTcg({
       run: opts.run,
       arch: cpu.arch,
       env,
@@ -346,6 +348,7 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
         ? { timeoutMs: Math.max(15_000, Number(env.NESTVIRT_PROBE_TIMEOUT_MS)) }
         : {}),
     });
+    [kvmProbe, tcgProbe] = await Promise.all([kvmP, tcgP]);
   }
 
   return {

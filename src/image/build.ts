@@ -8,9 +8,19 @@
  *               nestvirt-root) carrying QEMU, node, this nestvirt build and
  *               the `tiny` image pre-seeded in /var/lib/nestvirt/images/tiny
  */
-import { createHash } from 'node:crypto';
+import { crypto } from '../util/lazy.js';
 import { createWriteStream } from 'node:fs';
-import { copyFile, link, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  link,
+  mkdir,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
@@ -18,7 +28,16 @@ import { createGzip, constants as zc } from 'node:zlib';
 import type { Runner } from '../util/exec.js';
 import { NestvirtError } from '../errors.js';
 import { PROJECT_ROOT, VERSION } from '../version.js';
-import { Files } from '../state/paths.js';
+import { Dirs, Files } from '../state/paths.js';
+import {
+  probeQemu,
+  qemuFeaturesKey,
+  QEMU_FEATURES_CACHE,
+  type CachedQemuFeatures,
+} from '../vm/features.js';
+
+/** The state root inside the hypervisor image (root's default, src/state/paths.ts). */
+const GUEST_STATE_ROOT = 'var/lib/nestvirt';
 import type { ImageSpec } from './types.js';
 import {
   HOST_PACKAGES,
@@ -110,19 +129,36 @@ export async function packageVersions(run: Runner, pkgs: readonly string[]): Pro
   return out;
 }
 
-/** A hash of this nestvirt build: package.json, dist/src, bin and production node_modules. */
+/**
+ * A hash of this nestvirt build as the hypervisor image carries it:
+ * package.json, bin, the bundled CLI (dist/cli) and the name and version of
+ * each production npm package. Versions, not contents: hashing every file
+ * of node_modules took over a second on each `nestvirt run hypervisor`.
+ */
 export async function nestvirtBuildId(root = PROJECT_ROOT): Promise<string> {
-  const h = createHash('sha256');
+  const h = crypto().createHash('sha256');
   const files = [
     join(root, 'package.json'),
     ...(await listFiles(join(root, 'bin'))),
-    ...(await listFiles(join(root, 'dist', 'src'))),
+    ...(await listFiles(join(root, 'dist', 'cli'))),
   ];
-  for (const d of await productionModules(root))
-    files.push(...(await listFiles(join(root, 'node_modules', d))));
   for (const f of files.sort()) {
     h.update(relative(root, f) + '\0');
     h.update(await readFile(f));
+  }
+  for (const d of await productionModules(root)) {
+    let version = '-';
+    try {
+      version =
+        (
+          JSON.parse(await readFile(join(root, 'node_modules', d, 'package.json'), 'utf8')) as {
+            version?: string;
+          }
+        ).version ?? '-';
+    } catch {
+      /* missing: '-' */
+    }
+    h.update(`npm:${d}@${version}\0`);
   }
   return h.digest('hex').slice(0, 16);
 }
@@ -178,7 +214,8 @@ export async function builtinInputs(
     kernel: `${kernel.name}=${kernel.version}`,
     ...(await packageVersions(ctx.run, HOST_PACKAGES[name])),
     // The rendered /init and friends: a change to the guest side rebuilds the image.
-    guest: createHash('sha256')
+    guest: crypto()
+      .createHash('sha256')
       .update(JSON.stringify(guestFiles({ hostname: name })))
       .digest('hex')
       .slice(0, 16),
@@ -305,6 +342,20 @@ export async function buildHypervisor(
     update('qemu');
     for (const p of ['qemu-system-x86_64', 'qemu-img'])
       await copyProgram(ctx.run, stage, await findProgram(p));
+    // What `nestvirt run` inside would probe first (4 QEMU starts under TCG,
+    // seconds): the same binary's features, cached for its guest path.
+    const qemu = await findProgram('qemu-system-x86_64');
+    const hostQemu = await stat(qemu);
+    await utimes(join(stage, qemu), hostQemu.atime, hostQemu.mtime);
+    const cached: CachedQemuFeatures = {
+      key: qemuFeaturesKey(qemu, hostQemu),
+      features: { ...(await probeQemu(ctx.run, qemu)), binary: qemu },
+    };
+    await mkdir(join(stage, GUEST_STATE_ROOT, Dirs.cache), { recursive: true });
+    await writeFile(
+      join(stage, GUEST_STATE_ROOT, QEMU_FEATURES_CACHE),
+      JSON.stringify(cached, null, 2) + '\n',
+    );
     const qemuMods = '/usr/lib/x86_64-linux-gnu/qemu';
     for (const f of await readdir(qemuMods).catch(() => [] as string[]))
       if (f.startsWith('accel-')) {
@@ -322,7 +373,7 @@ export async function buildHypervisor(
     await mkdir(opt, { recursive: true });
     await copyFile(join(PROJECT_ROOT, 'package.json'), join(opt, 'package.json'));
     await copyTree(join(PROJECT_ROOT, 'bin'), join(opt, 'bin'));
-    await copyTree(join(PROJECT_ROOT, 'dist', 'src'), join(opt, 'dist', 'src'));
+    await copyTree(join(PROJECT_ROOT, 'dist', 'cli'), join(opt, 'dist', 'cli'));
     for (const m of await productionModules())
       await copyTree(join(PROJECT_ROOT, 'node_modules', m), join(opt, 'node_modules', m));
     update('tiny image');

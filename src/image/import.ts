@@ -6,7 +6,7 @@
  * needed (other formats, or a qcow2 with a backing file, become a
  * standalone qcow2). Downloads resume (download.ts).
  */
-import { createHash } from 'node:crypto';
+import { crypto } from '../util/lazy.js';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, rename, rm, stat, open } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
@@ -93,7 +93,7 @@ export async function sha256File(
   path: string,
   onProgress?: (done: number) => void,
 ): Promise<string> {
-  const h = createHash('sha256');
+  const h = crypto().createHash('sha256');
   let done = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     h.update(chunk as Buffer);
@@ -154,7 +154,7 @@ export async function importImage(o: ImportOptions): Promise<ImageSpec> {
     if (isUrl(o.source)) {
       const dl = join(cacheDir(o.root, o.env), 'downloads');
       await mkdir(dl, { recursive: true });
-      const key = createHash('sha256').update(o.source).digest('hex').slice(0, 16);
+      const key = crypto().createHash('sha256').update(o.source).digest('hex').slice(0, 16);
       const part = join(dl, `${key}.part`);
       partToClean = part;
       await step(`download ${o.source}`, async (update) => {

@@ -7,17 +7,8 @@
  * half-made. Build inputs (.debs, the extracted kernel) live in the cache:
  * $NESTVIRT_CACHE, else <root>/cache.
  */
-import {
-  chmod,
-  mkdir,
-  mkdtemp,
-  readdir,
-  rename,
-  rm,
-  stat,
-  writeFile,
-  readFile,
-} from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { NestvirtError, NotPossibleError, UsageError } from '../errors.js';
 import { Dirs, Files } from '../state/paths.js';
@@ -92,12 +83,7 @@ function stepper(progress: Progress | undefined): Step {
 }
 
 async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
+  return existsSync(p);
 }
 
 async function filesPresent(spec: ImageSpec): Promise<boolean> {
@@ -116,7 +102,7 @@ async function inputsStamp(name: BuiltinName, root: string): Promise<string> {
   const parts: string[] = [`r${RECIPE_VERSION}`];
   for (const f of ['/var/lib/dpkg/status', '/var/cache/apt/pkgcache.bin', '/var/lib/apt/lists']) {
     try {
-      parts.push(String((await stat(f)).mtimeMs));
+      parts.push(String(statSync(f).mtimeMs));
     } catch {
       parts.push('-');
     }
@@ -160,7 +146,12 @@ export async function getImage(opts: GetImageOptions): Promise<ImageSpec> {
   if (!opts.rebuild) {
     const spec = await readImage(root, name);
     if (spec && (await filesPresent(spec))) {
-      const stored = await readFile(join(imageDir(root, name), STAMP_FILE), 'utf8').catch(() => '');
+      let stored = '';
+      try {
+        stored = readFileSync(join(imageDir(root, name), STAMP_FILE), 'utf8');
+      } catch {
+        /* no stamp: check the inputs */
+      }
       if (stored && stored === (await inputsStamp(name, root).catch(() => ''))) return spec;
     }
   }

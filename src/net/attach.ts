@@ -7,7 +7,7 @@
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { crypto } from '../util/lazy.js';
 import { UsageError } from '../errors.js';
 import { recordChanges } from '../state/ledger.js';
 import { withLock } from '../state/lock.js';
@@ -45,7 +45,8 @@ export function pickAddress(spec: NetSpec, vm: string, used: Set<string>): strin
   const n = hi - lo + 1;
   const start =
     parseInt(
-      createHash('sha256')
+      crypto()
+        .createHash('sha256')
         .update('ip:' + vm)
         .digest('hex')
         .slice(0, 8),

@@ -3,7 +3,7 @@
  * MACs and nft chains. Deterministic names are how teardown finds exactly
  * what nestvirt made, and how a reader of `ip link` tells it apart.
  */
-import { createHash } from 'node:crypto';
+import { crypto } from '../util/lazy.js';
 
 /** Linux interface names are at most 15 bytes (IFNAMSIZ - 1). */
 export const IFNAME_MAX = 15;
@@ -11,7 +11,7 @@ export const BRIDGE_PREFIX = 'nv-';
 export const TAP_PREFIX = 'nvt-';
 
 function hex(s: string, n: number): string {
-  return createHash('sha256').update(s).digest('hex').slice(0, n);
+  return crypto().createHash('sha256').update(s).digest('hex').slice(0, n);
 }
 
 /** The bridge of network NAME: `nv-NAME` when it fits, else `nv-` + 12 hex of a hash. */

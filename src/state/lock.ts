@@ -3,7 +3,8 @@
  * and command of its holder; a lock whose holder is dead is stale and is
  * taken over, so a crashed command blocks nobody.
  */
-import { open, readFile, rm, mkdir } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BusyError } from '../errors.js';
 
@@ -30,7 +31,7 @@ export async function acquire(
   what: string,
   opts: { waitMs?: number } = {},
 ): Promise<Lock> {
-  await mkdir(dirname(path), { recursive: true });
+  mkdirSync(dirname(path), { recursive: true });
   const deadline = Date.now() + (opts.waitMs ?? 0);
   const me = JSON.stringify({
     pid: process.pid,
@@ -39,13 +40,17 @@ export async function acquire(
   });
   for (;;) {
     try {
-      const fh = await open(path, 'wx');
-      await fh.writeFile(me);
-      await fh.close();
+      // Synchronous: taking a free lock is on the path of every command.
+      const fd = openSync(path, 'wx');
+      try {
+        writeSync(fd, me);
+      } finally {
+        closeSync(fd);
+      }
       return {
         path,
         release: async () => {
-          await rm(path, { force: true });
+          rmSync(path, { force: true });
         },
       };
     } catch (e) {

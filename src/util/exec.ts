@@ -3,8 +3,10 @@
  * A `Runner` is passed in so tests can substitute it, or put fixture
  * executables first on PATH.
  */
-import { spawn, type SpawnOptions } from 'node:child_process';
+import type { SpawnOptions } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { NestvirtError, ExitCode } from '../errors.js';
+import { childProcess } from './lazy.js';
 
 export interface RunOptions {
   /** Text written to the child's stdin. */
@@ -45,7 +47,7 @@ export const run: Runner = (argv, opts = {}) =>
       cwd: opts.cwd,
       stdio: ['pipe', 'pipe', 'pipe'],
     };
-    const child = spawn(cmd, args, sopts);
+    const child = childProcess().spawn(cmd, args, sopts);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
@@ -105,13 +107,11 @@ export async function which(
   name: string,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<string | undefined> {
-  const { access, constants } = await import('node:fs/promises');
-  const { join } = await import('node:path');
   for (const dir of (env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
     if (!dir) continue;
-    const p = join(dir, name);
+    const p = `${dir.replace(/\/+$/, '')}/${name}`;
     try {
-      await access(p, constants.X_OK);
+      accessSync(p, fsConstants.X_OK);
       return p;
     } catch {
       /* next */

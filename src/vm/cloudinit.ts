@@ -8,10 +8,9 @@
  * user's files, making keys and writing the ISO are separate steps.
  * NoCloud format: https://cloudinit.readthedocs.io/en/latest/reference/datasources/nocloud.html
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { crypto, yaml } from '../util/lazy.js';
 import { access, mkdir, readFile, rm, writeFile, rename, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { parseDocument, stringify, isMap } from 'yaml';
 import { NestvirtError, ExitCode, UsageError } from '../errors.js';
 import type { Runner } from '../util/exec.js';
 import { Files } from '../state/paths.js';
@@ -72,7 +71,11 @@ export function hostnameFor(name: string): string {
  * same name (so they run again).
  */
 export function instanceIdFor(name: string, createdAt: string): string {
-  const h = createHash('sha256').update(`${name}\0${createdAt}`).digest('hex').slice(0, 12);
+  const h = crypto()
+    .createHash('sha256')
+    .update(`${name}\0${createdAt}`)
+    .digest('hex')
+    .slice(0, 12);
   return `nestvirt-${hostnameFor(name)}-${h}`;
 }
 
@@ -89,7 +92,7 @@ export function renderSeed(input: SeedInput): SeedFile[] {
   };
   if (input.sshKeys.length) meta['public-keys'] = [...input.sshKeys];
   const files: SeedFile[] = [
-    { path: 'meta-data', content: stringify(meta, { lineWidth: 0 }) },
+    { path: 'meta-data', content: yaml().stringify(meta, { lineWidth: 0 }) },
     { path: 'user-data', content: input.userData?.text ?? '#cloud-config\n{}\n' },
     { path: 'vendor-data', content: vendorData() },
   ];
@@ -133,7 +136,7 @@ export function renderNetworkConfig(nics: NicConfig[]): string {
     if (nic.nameservers?.length) eth['nameservers'] = { addresses: [...nic.nameservers] };
     ethernets[`eth${i}`] = eth;
   });
-  return stringify({ version: 2, ethernets }, { lineWidth: 0 });
+  return yaml().stringify({ version: 2, ethernets }, { lineWidth: 0 });
 }
 
 // ---------------------------------------------------------------- user-data
@@ -154,7 +157,11 @@ export function checkUserData(text: string, source: string): UserData {
     );
   const first = body.split('\n', 1)[0]!.replace(/\r$/, '');
   if (/^#cloud-config\s*$/.test(first)) {
-    const doc = parseDocument(body, { version: '1.1', uniqueKeys: false, prettyErrors: true });
+    const doc = yaml().parseDocument(body, {
+      version: '1.1',
+      uniqueKeys: false,
+      prettyErrors: true,
+    });
     const err = doc.errors[0];
     if (err) {
       const line = err.linePos?.[0]?.line;
@@ -166,7 +173,7 @@ export function checkUserData(text: string, source: string): UserData {
       );
     }
     const v: unknown = doc.contents;
-    if (v !== null && !isMap(v))
+    if (v !== null && !yaml().isMap(v))
       throw new UsageError(
         'cloudinit.user-data-not-mapping',
         `${what}: #cloud-config must be a YAML mapping (key: value lines), got a ${yamlKind(v)}`,
@@ -347,7 +354,7 @@ export async function generateVmKey(vmDir: string, vmName: string, run: Runner):
  * to `seed.iso`.
  */
 export async function writeSeedIso(files: SeedFile[], vmDir: string, run: Runner): Promise<string> {
-  const tag = randomBytes(4).toString('hex');
+  const tag = crypto().randomBytes(4).toString('hex');
   const stage = join(vmDir, `.seed.${tag}.d`);
   const tmpIso = join(vmDir, `.seed.${tag}.iso`);
   const dest = join(vmDir, Files.seed);
@@ -492,7 +499,7 @@ export async function writeCloudInit(
       ? {
           source: inputs.userData.source,
           kind: inputs.userData.kind,
-          sha256: createHash('sha256').update(inputs.userData.text).digest('hex'),
+          sha256: crypto().createHash('sha256').update(inputs.userData.text).digest('hex'),
         }
       : null,
     sshKeys: keys,
@@ -511,7 +518,7 @@ export async function readCloudInitRecord(vmDir: string): Promise<CloudInitRecor
 
 /** A locally administered MAC for a VM's NIC, stable for (VM name, NIC index). */
 export function macFor(vmName: string, index: number): string {
-  const h = createHash('sha256').update(`${vmName}\0${index}`).digest();
+  const h = crypto().createHash('sha256').update(`${vmName}\0${index}`).digest();
   return [
     '52',
     '54',

@@ -3,7 +3,7 @@
  * types, CPU models) and cached under <root>/cache keyed by the binary's
  * path, size and mtime, so `run` does not pay four QEMU spawns each time.
  */
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { NotPossibleError } from '../errors.js';
 import { Dirs } from '../state/paths.js';
@@ -91,9 +91,21 @@ export async function probeQemu(run: Runner, binary: string): Promise<QemuFeatur
   };
 }
 
-interface Cached {
+export interface CachedQemuFeatures {
   key: string;
   features: QemuFeatures;
+}
+
+/** Where the probe's result is cached, under the state root. */
+export const QEMU_FEATURES_CACHE = join(Dirs.cache, 'qemu-features.json');
+
+/**
+ * The cache key: the binary's path, size and mtime in whole seconds (an
+ * image's root file system keeps seconds; the hypervisor image ships this
+ * cache for its copy of QEMU, see src/image/build.ts).
+ */
+export function qemuFeaturesKey(binary: string, st: { size: number; mtimeMs: number }): string {
+  return `${binary}:${st.size}:${Math.floor(st.mtimeMs / 1000)}`;
 }
 
 /** Features of the QEMU binary, from the cache when the binary has not changed. */
@@ -103,11 +115,10 @@ export async function qemuFeatures(
   env: NodeJS.ProcessEnv,
 ): Promise<QemuFeatures> {
   const binary = await findQemu(env);
-  const st = await stat(binary);
-  const key = `${binary}:${st.size}:${st.mtimeMs}`;
-  const file = join(root, Dirs.cache, 'qemu-features.json');
+  const key = qemuFeaturesKey(binary, statSync(binary));
+  const file = join(root, QEMU_FEATURES_CACHE);
   try {
-    const c = await readJson<Cached>(file);
+    const c = await readJson<CachedQemuFeatures>(file);
     if (c?.key === key && c.features.cpuModels.length > 0) return c.features;
   } catch {
     /* corrupt cache: probe again */
@@ -120,7 +131,7 @@ export async function qemuFeatures(
       `run ${binary} -cpu help to see why`,
     );
   try {
-    await writeJson(file, { key, features } satisfies Cached);
+    await writeJson(file, { key, features } satisfies CachedQemuFeatures);
   } catch {
     /* a read-only state dir only costs the next run a probe */
   }

@@ -8,7 +8,7 @@
 import { readFileSync, statSync, readdirSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
-import type { HostFacts } from '../host/doctor.js';
+import type { HostFacts, Verdict } from '../host/doctor.js';
 import type { ChainInfo, Runner as ChainRunner } from '../host/chain.js';
 import { NotPossibleError } from '../errors.js';
 import { Dirs } from '../state/paths.js';
@@ -133,11 +133,17 @@ export async function hostVerdict(
       env,
       pvm: facts.kvm.module === 'kvm_pvm',
     });
-  const v = diagnose(facts);
+  const hv = verdictFrom(facts, diagnose(facts));
+  await saveHostVerdict(root, hv);
+  return hv;
+}
+
+/** Reduces doctor's facts and verdict to a HostVerdict (keyed to this boot and KVM state). */
+export function verdictFrom(facts: HostFacts, v: Verdict): HostVerdict {
   const blocking = v.problems.find((p) => p.severity === 'error' && p.affects === 'vms');
   const nestedBlock = v.problems.find((p) => p.affects === 'nested');
-  const hv: HostVerdict = {
-    key,
+  return {
+    key: verdictKey(),
     kvm: v.acceleratedVMs,
     kvmNested: v.acceleratedNestedVMs,
     reason: v.acceleratedVMs ? null : (blocking?.message ?? v.summary),
@@ -146,12 +152,19 @@ export async function hostVerdict(
     nestedFix: v.acceleratedNestedVMs ? null : (nestedBlock?.fix ?? null),
     chain: ownChain(facts),
   };
+}
+
+/**
+ * Caches a verdict for the next `run`/`start`. `nestvirt doctor` calls this
+ * after its live probe, so a `run` right after it (the demo, inside its
+ * outer VM) does not probe KVM a second time. Best effort.
+ */
+export async function saveHostVerdict(root: string, hv: HostVerdict): Promise<void> {
   try {
-    await writeJson(file, hv);
+    await writeJson(join(root, Dirs.cache, 'host-verdict.json'), hv);
   } catch {
-    /* next run probes again */
+    /* a read-only state dir: the next run probes again */
   }
-  return hv;
 }
 
 export interface AccelChoice {

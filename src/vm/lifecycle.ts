@@ -7,12 +7,11 @@
  * atomic mkdir of the VM directory; a failure part-way undoes what was done
  * (revert stack), so no half-made VM is left behind.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { vmNicsDown, vmNicsRemoved, vmNicsStarted, vmNicsUp } from '../net/vm-hooks.js';
-import { spawn } from 'node:child_process';
-import { access, mkdir, open, rename, rm, stat, constants } from 'node:fs/promises';
+import { rename, rm, stat, constants } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { childProcess, crypto } from '../util/lazy.js';
 import { childChain } from '../host/chain.js';
 import { NestvirtError, NotPossibleError, UsageError, ExitCode } from '../errors.js';
 import type { ImageSpec } from '../image/types.js';
@@ -23,7 +22,7 @@ import { qemuFeatures, type QemuFeatures } from './features.js';
 import { chooseAccel, hostSize, hostVerdict, type HostVerdict } from './host.js';
 import { formatBytes, checkVmName } from './parse.js';
 import { qemuArgv } from './qemu-argv.js';
-import { QgaClient, QgaError, type ExecResult } from './qga.js';
+import { QgaClient, QgaError, QgaTimeout, type ExecResult } from './qga.js';
 import { QmpClient } from './qmp.js';
 import {
   clearRuntimeFiles,
@@ -38,6 +37,7 @@ import {
   type VmPaths,
 } from './state.js';
 import type { AccelRequest, DiskSpec, LaunchSpec, NicSpec, VmRuntime, VmSpec } from './types.js';
+import { trace } from '../util/trace.js';
 
 /** Looks up (and builds if needed) an image: src/image/store.ts `getImage`. */
 export type ImageLookup = (opts: {
@@ -93,7 +93,7 @@ export interface CreateOptions {
 
 async function mustExist(what: string, path: string): Promise<void> {
   try {
-    await access(path, constants.R_OK);
+    accessSync(path, constants.R_OK);
   } catch {
     throw new NotPossibleError(
       'vm.missing-file',
@@ -142,6 +142,7 @@ export async function createVm(
   deps: VmDeps,
   getImage?: ImageLookup,
 ): Promise<VmSpec> {
+  trace('create: begin');
   const p = checkVmPaths(deps.root, o.name);
   checkHostLimits(o);
   if (o.kernel) await mustExist('kernel', o.kernel);
@@ -179,9 +180,10 @@ export async function createVm(
       'e.g. nestvirt run tiny',
     );
 
-  await mkdir(vmsDir(deps.root), { recursive: true });
+  trace('create: image checked');
+  mkdirSync(vmsDir(deps.root), { recursive: true });
   try {
-    await mkdir(p.dir); // the claim: exactly one creator wins
+    mkdirSync(p.dir); // the claim: exactly one creator wins
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST')
       throw new UsageError(
@@ -191,6 +193,7 @@ export async function createVm(
       );
     throw e;
   }
+  trace('create: claimed');
   const lock = await lockVm(p, 30_000).catch(async (e) => {
     await rm(p.dir, { recursive: true, force: true });
     throw e;
@@ -261,6 +264,7 @@ export async function createVm(
       },
       createdAt: new Date().toISOString(),
     };
+    trace('create: locked, disk made');
     const extra = o.prepare ? await o.prepare(p, spec, image) : undefined;
     const final: VmSpec = { ...spec, ...(extra ?? {}) };
     const runtime: VmRuntime = { state: 'stopped', pid: null, accel: null };
@@ -337,7 +341,9 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
   const p = checkVmPaths(deps.root, name);
   const lock = await lockVm(p);
   try {
+    trace('start: locked');
     const r = await reconcile(p, { write: 'locked' });
+    trace('start: reconciled');
     if (r.pid !== null)
       return {
         pid: r.pid,
@@ -362,11 +368,15 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
       ['seed', spec.seed],
     ] as const)
       if (f) await mustExist(what, f);
+    trace('start: features and host verdict');
     const launch = launchSpec(spec, p, choice.accel, hv);
     const argv = [features.binary, ...qemuArgv(launch, features)];
+    trace('start: argv');
     await clearRuntimeFiles(p);
+    trace('start: cleared');
     const startedAt = new Date().toISOString();
     await vmNicsUp(deps, name, spec.nics);
+    trace('start: spawn QEMU');
     const pid = await spawnQemu(argv, p).catch(async (e) => {
       await vmNicsDown(deps, name).catch(() => {});
       throw e;
@@ -382,7 +392,9 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
       startedAt,
       chain: launch.chain,
     };
+    trace('start: QMP greeted');
     await writeJson(p.runtime, runtime);
+    trace('start: runtime written');
     return { pid, accel: choice.accel, notes: choice.notes, alreadyRunning: false, startedAt };
   } finally {
     await lock.release();
@@ -406,19 +418,20 @@ function processAlive(pid: number | undefined): boolean {
  * exits first is reported with the last line of its log.
  */
 async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promise<number> {
-  const log = await open(p.qemuLog, 'w');
-  await log.write(
-    `=== ${new Date().toISOString()} ${argv.map((a) => (/[\s,'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`,
-  );
+  const log = openSync(p.qemuLog, 'w');
   let child;
   try {
-    child = spawn(argv[0]!, argv.slice(1), {
+    writeSync(
+      log,
+      `=== ${new Date().toISOString()} ${argv.map((a) => (/[\s,'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`,
+    );
+    child = childProcess().spawn(argv[0]!, argv.slice(1), {
       cwd: p.dir,
       detached: true,
-      stdio: ['ignore', log.fd, log.fd],
+      stdio: ['ignore', log, log],
     });
   } finally {
-    await log.close();
+    closeSync(log);
   }
   let exited: { code: number | null; signal: string | null } | undefined;
   let spawnError: Error | undefined;
@@ -493,38 +506,33 @@ export async function waitReady(
       'drop --wait, or use an image running qemu-ga',
     );
   const startedMs = r0.runtime.startedAt ? Date.parse(r0.runtime.startedAt) : Date.now();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const c = await QgaClient.connect(p.qga, { timeoutMs: 1000 });
-      try {
-        await c.ping(2000);
-      } finally {
-        c.close();
-      }
-      const readyMs = Date.now() - startedMs;
-      await recordReady(p, readyMs);
-      return { readyMs };
-    } catch {
-      /* not yet */
-    }
-    if (!(await pidIsOurs(r0.pid, p.pid))) {
-      const r = await reconcile(p, { write: 'try' });
-      const tail = r.runtime.lastExit?.consoleTail.slice(-5) ?? [];
-      throw new NotPossibleError(
-        'vm.stopped-early',
-        `VM ${name} stopped before it was ready${tail.length ? `; last console lines:\n    ${tail.join('\n    ')}` : ''}`,
-        `see nestvirt logs ${name}`,
-      );
-    }
-    if (Date.now() > deadline)
+  try {
+    await QgaClient.waitForAgent(p.qga, {
+      timeoutMs,
+      check: async () => {
+        if (await pidIsOurs(r0.pid, p.pid)) return;
+        const r = await reconcile(p, { write: 'try' });
+        const tail = r.runtime.lastExit?.consoleTail.slice(-5) ?? [];
+        throw new NotPossibleError(
+          'vm.stopped-early',
+          `VM ${name} stopped before it was ready${tail.length ? `; last console lines:\n    ${tail.join('\n    ')}` : ''}`,
+          `see nestvirt logs ${name}`,
+        );
+      },
+    });
+  } catch (e) {
+    if (e instanceof QgaTimeout)
       throw new NotPossibleError(
         'vm.not-ready',
         `VM ${name}'s guest agent did not answer within ${timeoutMs / 1000} s`,
         `see what it is doing: nestvirt logs ${name} (or nestvirt console ${name})`,
       );
-    await new Promise((r) => setTimeout(r, 50));
+    throw e;
   }
+  trace('wait: guest agent answered');
+  const readyMs = Date.now() - startedMs;
+  await recordReady(p, readyMs);
+  return { readyMs };
 }
 
 async function recordReady(p: VmPaths, readyMs: number): Promise<void> {
@@ -680,7 +688,10 @@ export async function rmVm(
       killed = true;
     }
     await vmNicsRemoved(deps, name);
-    const trash = join(vmsDir(deps.root), `.${name}.removing-${randomBytes(3).toString('hex')}`);
+    const trash = join(
+      vmsDir(deps.root),
+      `.${name}.removing-${crypto().randomBytes(3).toString('hex')}`,
+    );
     await rename(p.dir, trash);
     await rm(trash, { recursive: true, force: true });
     return { killed };
@@ -699,7 +710,10 @@ export async function rmBroken(name: string, deps: VmDeps): Promise<boolean> {
   }
   const lock = await lockVm(p);
   try {
-    const trash = join(vmsDir(deps.root), `.${name}.removing-${randomBytes(3).toString('hex')}`);
+    const trash = join(
+      vmsDir(deps.root),
+      `.${name}.removing-${crypto().randomBytes(3).toString('hex')}`,
+    );
     await rename(p.dir, trash);
     await rm(trash, { recursive: true, force: true });
     return true;

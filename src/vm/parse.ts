@@ -3,7 +3,7 @@
  * forwards, names. Every problem is one UsageError quoting the value and
  * saying what was expected.
  */
-import { randomBytes } from 'node:crypto';
+import { crypto } from '../util/lazy.js';
 import { UsageError } from '../errors.js';
 import { checkName } from '../state/store.js';
 import type { PortForward } from './types.js';
@@ -152,7 +152,10 @@ const NOUN = [
 ];
 
 /** A generated VM name like `tiny-keen-otter-3f2a`. */
-export function generateName(prefix: string, rnd: () => Buffer = () => randomBytes(4)): string {
+export function generateName(
+  prefix: string,
+  rnd: () => Buffer = () => crypto().randomBytes(4),
+): string {
   const b = rnd();
   const p = /^[a-zA-Z][a-zA-Z0-9_.-]{0,30}$/.test(prefix) ? prefix : 'vm';
   return `${p}-${ADJ[b[0]! % ADJ.length]}-${NOUN[b[1]! % NOUN.length]}-${b.subarray(2, 4).toString('hex')}`;

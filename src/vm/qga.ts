@@ -8,7 +8,6 @@
  * at a time: `guest-ping`, `guest-exec` + `guest-exec-status`, ...
  */
 import type { Socket } from 'node:net';
-import { randomInt } from 'node:crypto';
 import { NestvirtError, ExitCode } from '../errors.js';
 import { connectUnix, JsonLines } from './qmp.js';
 
@@ -117,9 +116,66 @@ export class QgaClient {
     this.sock.write(delimited ? Buffer.concat([Buffer.from([0xff]), Buffer.from(text)]) : text);
   }
 
+  /**
+   * Waits until the agent at `path` answers anything, over one connection:
+   * QEMU leaves what we send in the socket until the guest opens its port,
+   * so a `guest-sync-delimited` sent now is read the moment qemu-ga starts
+   * and the answer marks that moment (no polling granularity). The request
+   * is repeated every `sliceMs` in case the agent opened and closed the port
+   * early; `check` runs between slices (throw from it to stop waiting, e.g.
+   * when QEMU exited). Throws QgaTimeout after timeoutMs.
+   */
+  static async waitForAgent(
+    path: string,
+    opts: { timeoutMs: number; check?: () => Promise<void> | void; sliceMs?: number },
+  ): Promise<void> {
+    const deadline = Date.now() + opts.timeoutMs;
+    const sliceMs = opts.sliceMs ?? 500;
+    const expired = (): boolean => Date.now() >= deadline;
+    for (;;) {
+      let sock: Socket | undefined;
+      try {
+        sock = await connectUnix(path, 1000);
+      } catch {
+        /* QEMU has not made the socket yet */
+      }
+      if (sock) {
+        const c = new QgaClient(sock);
+        try {
+          const ids = new Set<number>();
+          while (!c.closed) {
+            const id = newId();
+            ids.add(id);
+            c.send({ execute: 'guest-sync-delimited', arguments: { id } }, true);
+            const answered = await c
+              .next(
+                'guest-sync-delimited',
+                Math.max(1, Math.min(sliceMs, deadline - Date.now())),
+                (x) =>
+                  // An old agent without guest-sync-delimited answers with an error: still an answer.
+                  ids.has(x.return as number) || 'error' in x,
+              )
+              .then(
+                () => true,
+                () => false,
+              );
+            if (answered) return;
+            await opts.check?.();
+            if (expired()) throw new QgaTimeout('guest-sync-delimited', opts.timeoutMs);
+          }
+        } finally {
+          c.close();
+        }
+      }
+      await opts.check?.();
+      if (expired()) throw new QgaTimeout('guest-sync-delimited', opts.timeoutMs);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Resynchronises: drops stale replies until the agent echoes our id. */
   async sync(timeoutMs = 5000): Promise<void> {
-    const id = randomInt(1, 2 ** 31);
+    const id = newId();
     this.docs.length = 0;
     this.send({ execute: 'guest-sync-delimited', arguments: { id } }, true);
     const d = await this.next(
@@ -134,7 +190,7 @@ export class QgaClient {
       const d2 = await this.next('guest-sync-delimited', timeoutMs, (x) => x.return === id);
       if (d2.return === id) return;
     }
-    const id2 = randomInt(1, 2 ** 31);
+    const id2 = newId();
     this.send({ execute: 'guest-sync', arguments: { id: id2 } });
     await this.next('guest-sync', timeoutMs, (x) => x.return === id2);
   }
@@ -204,4 +260,9 @@ export class QgaClient {
   close(): void {
     this.sock.destroy();
   }
+}
+
+/** A request id for guest-sync (any positive 31-bit number; it need not be secret). */
+function newId(): number {
+  return 1 + Math.floor(Math.random() * (2 ** 31 - 2));
 }

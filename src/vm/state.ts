@@ -5,8 +5,8 @@
  * it), so a stale pidfile, a reused pid or a QEMU killed with -9 all show as
  * `stopped`, with the last console lines kept in runtime.json.
  */
-import { readFileSync } from 'node:fs';
-import { readFile, readdir, rm, open } from 'node:fs/promises';
+import { readFileSync, rmSync } from 'node:fs';
+import { readFile, readdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NotPossibleError } from '../errors.js';
 import { Dirs, Files, NAME_RE } from '../state/paths.js';
@@ -156,7 +156,7 @@ export async function lastExit(p: VmPaths, reason: LastExit['reason']): Promise<
 
 /** Removes runtime files of a stopped VM (sockets, pidfile) so nothing stale remains. */
 export async function clearRuntimeFiles(p: VmPaths): Promise<void> {
-  await Promise.all([p.qmp, p.qga, p.serial, p.pid].map((f) => rm(f, { force: true })));
+  for (const f of [p.qmp, p.qga, p.serial, p.pid]) rmSync(f, { force: true });
 }
 
 export interface Reconciled {
