@@ -111,7 +111,7 @@ test(
       for (const f of ['kvmvapic.bin', 'linuxboot_dma.bin'])
         await copyFile(join('/usr/share/qemu', f), join(ird, 'usr/share/qemu', f));
       await cp(join(PROJECT_ROOT, 'bin'), join(ird, 'nv/bin'), { recursive: true });
-      await cp(join(PROJECT_ROOT, 'dist/src'), join(ird, 'nv/dist/src'), { recursive: true });
+      await cp(join(PROJECT_ROOT, 'dist/cli'), join(ird, 'nv/dist/cli'), { recursive: true });
       await copyFile(join(PROJECT_ROOT, 'package.json'), join(ird, 'nv/package.json'));
       await writeFile(join(ird, 'init'), INIT, { mode: 0o755 });
       const list = (await run(['find', '.'], { cwd: ird })).stdout;
