@@ -316,39 +316,50 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
   let kvmProbe: ProbeResult | null = null;
   let tcgProbe: ProbeResult | null = null;
   if (doProbe) {
-    // The two probes are independent: run them side by side (doctor takes
-    // the longer of the two, not their sum; inside a TCG guest each QEMU
-    // start is seconds).
-    const kvmP: Promise<ProbeResult> = device
-      ? (opts.onStep?.('probing KVM with a tiny guest'),
-        probeKvm({
-          run: opts.run,
-          arch: cpu.arch,
-          env,
-          pvm: primary?.name === 'kvm_pvm',
-          // NESTVIRT_PROBE_TIMEOUT_MS: for slow machines (a KVM guest nested in a TCG guest).
-          ...(opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
-            ? { guestTimeoutMs: opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) }
-            : {}),
-        }))
-      : Promise.resolve({
-          ran: false,
-          ok: false,
-          detail: 'no /dev/kvm: nothing to probe',
-          ms: 0,
-          stage: 'device',
-          guestSees: null,
-        });
-    opts.onStep?.('probing QEMU TCG (-cpu max)');
-    const tcgP = probeTcg({
-      run: opts.run,
-      arch: cpu.arch,
-      env,
-      ...(Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
-        ? { timeoutMs: Math.max(15_000, Number(env.NESTVIRT_PROBE_TIMEOUT_MS)) }
-        : {}),
-    });
-    [kvmProbe, tcgProbe] = await Promise.all([kvmP, tcgP]);
+    if (device) {
+      opts.onStep?.('probing KVM with a tiny guest');
+      kvmProbe = await probeKvm({
+        run: opts.run,
+        arch: cpu.arch,
+        env,
+        pvm: primary?.name === 'kvm_pvm',
+        // NESTVIRT_PROBE_TIMEOUT_MS: for slow machines (a KVM guest nested in a TCG guest).
+        ...(opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
+          ? { guestTimeoutMs: opts.guestTimeoutMs || Number(env.NESTVIRT_PROBE_TIMEOUT_MS) }
+          : {}),
+      });
+    } else
+      kvmProbe = {
+        ran: false,
+        ok: false,
+        detail: 'no /dev/kvm: nothing to probe',
+        ms: 0,
+        stage: 'device',
+        guestSees: null,
+      };
+    // The TCG probe checks the fallback, which only matters when KVM cannot
+    // run guests here. Inside a TCG guest it is TCG within TCG, seconds of
+    // work that would slow down the nested chain for nothing.
+    if (kvmProbe.ok)
+      tcgProbe = {
+        ran: false,
+        ok: null,
+        detail: 'not needed: KVM runs guests here',
+        ms: 0,
+        stage: null,
+        guestSees: null,
+      };
+    else {
+      opts.onStep?.('probing QEMU TCG (-cpu max)');
+      tcgProbe = await probeTcg({
+        run: opts.run,
+        arch: cpu.arch,
+        env,
+        ...(Number(env.NESTVIRT_PROBE_TIMEOUT_MS) > 0
+          ? { timeoutMs: Math.max(15_000, Number(env.NESTVIRT_PROBE_TIMEOUT_MS)) }
+          : {}),
+      });
+    }
   }
 
   return {
