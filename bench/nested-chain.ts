@@ -29,24 +29,17 @@ function median(xs: number[]): number {
 }
 const sec = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
+/** A qcow2 overlay in dir over the image's disk (the base is never written). */
+async function overlayOf(spec: ImageSpec, dir: string): Promise<string> {
+  const overlay = join(dir, 'overlay.qcow2');
+  const base = ['-F', spec.diskFormat ?? 'raw', '-b', spec.disk!];
+  await run(['qemu-img', 'create', '-q', '-f', 'qcow2', ...base, overlay]);
+  return overlay;
+}
+
 async function bareBoot(spec: ImageSpec): Promise<number> {
-  let overlay: string | undefined;
   const g0 = spec.disk ? await tempHome('nestvirt-bench-ov-') : undefined;
-  if (spec.disk && g0) {
-    overlay = join(g0, 'overlay.qcow2');
-    await run([
-      'qemu-img',
-      'create',
-      '-q',
-      '-f',
-      'qcow2',
-      '-F',
-      spec.diskFormat ?? 'raw',
-      '-b',
-      spec.disk,
-      overlay,
-    ]);
-  }
+  const overlay = g0 ? await overlayOf(spec, g0) : undefined;
   const g = await bootGuest(spec, {
     memMiB: spec.minMemoryMiB ?? 256,
     ...(overlay ? { overlay } : {}),
@@ -74,19 +67,7 @@ async function handMadeChain(
   tinySpec: ImageSpec,
 ): Promise<{ outer: number; inner: number }> {
   const g0 = await tempHome('nestvirt-bench-ov-');
-  const overlay = join(g0, 'overlay.qcow2');
-  await run([
-    'qemu-img',
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-F',
-    hvSpec.diskFormat ?? 'raw',
-    '-b',
-    hvSpec.disk!,
-    overlay,
-  ]);
+  const overlay = await overlayOf(hvSpec, g0);
   const g = await bootGuest(hvSpec, { memMiB: 2048, overlay, extraArgs: ['-smp', '2'] });
   try {
     const q = await Qga.connect(g.qgaSock, 300_000, g.proc);
