@@ -16,6 +16,7 @@ import {
   mkdir,
   readdir,
   readFile,
+  realpath,
   rm,
   stat,
   utimes,
@@ -348,7 +349,7 @@ export async function buildHypervisor(
     const hostQemu = await stat(qemu);
     await utimes(join(stage, qemu), hostQemu.atime, hostQemu.mtime);
     const cached: CachedQemuFeatures = {
-      key: qemuFeaturesKey(qemu, hostQemu),
+      key: qemuFeaturesKey(await realpath(qemu), hostQemu),
       features: { ...(await probeQemu(ctx.run, qemu)), binary: qemu },
     };
     await mkdir(join(stage, GUEST_STATE_ROOT, Dirs.cache), { recursive: true });

@@ -3,7 +3,7 @@
  * types, CPU models) and cached under <root>/cache keyed by the binary's
  * path, size and mtime, so `run` does not pay four QEMU spawns each time.
  */
-import { statSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { NotPossibleError } from '../errors.js';
 import { Dirs } from '../state/paths.js';
@@ -115,7 +115,8 @@ export async function qemuFeatures(
   env: NodeJS.ProcessEnv,
 ): Promise<QemuFeatures> {
   const binary = await findQemu(env);
-  const key = qemuFeaturesKey(binary, statSync(binary));
+  // The real path: /bin/X and /usr/bin/X are one file on a merged-/usr system.
+  const key = qemuFeaturesKey(realpathSync(binary), statSync(binary));
   const file = join(root, QEMU_FEATURES_CACHE);
   try {
     const c = await readJson<CachedQemuFeatures>(file);
