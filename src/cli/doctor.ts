@@ -1,4 +1,5 @@
 import type { Command } from './command.js';
+import { trace } from '../util/trace.js';
 import { bool, str } from './command.js';
 import { eprintln, paint, printJson, println } from './output.js';
 import { runDoctor } from '../host/doctor.js';
@@ -79,6 +80,7 @@ export const doctorCommand: Command = {
         if (!json && ctx.out.interactive) eprintln(ctx.out, paint(ctx.out, 'gray', `… ${t}`));
       },
     });
+    trace('doctor: report made');
     // A live, probed verdict is what `run` would compute: cache it for the next run.
     if (root === undefined && !bool(args, 'no-probe'))
       await saveHostVerdict(stateRoot(ctx.env, ctx.uid), verdictFrom(report, report.verdict));
@@ -90,6 +92,7 @@ export const doctorCommand: Command = {
     // libvirt guests (src/libvirt): live machine only, and only when virsh is installed.
     const libvirt =
       root === undefined ? await libvirtSummary({ run: ctx.run, env: ctx.env }) : undefined;
+    trace('doctor: libvirt summary');
     if (json) printJson(ctx.out, libvirt?.present ? { ...report, libvirt } : report);
     else {
       ctx.out.stdout.write(renderDoctor(report, ctx.out));

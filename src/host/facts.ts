@@ -3,6 +3,7 @@
  * `HostFacts`, from this machine (root '/') or from a captured tree. The
  * verdict is then a pure function of these facts (verdict.ts).
  */
+import { trace } from '../util/trace.js';
 import { access, constants, stat } from 'node:fs/promises';
 import { openSync, readSync, closeSync, constants as fsc } from 'node:fs';
 import { userInfo } from 'node:os';
@@ -272,6 +273,7 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
       'capture /proc/cpuinfo from the machine itself (`nestvirt doctor --capture FILE` there)',
     );
   const kmsg = await readKernelMessages(root, opts.run);
+  trace('doctor: kernel messages read');
   const machine = detectMachine({
     cpu,
     dmi: readDmi(root),
@@ -312,6 +314,7 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
       root.line('proc/version')?.split(' ')[2] ??
       null);
 
+  trace('doctor: facts read');
   const doProbe = opts.probe ?? root.live;
   let kvmProbe: ProbeResult | null = null;
   let tcgProbe: ProbeResult | null = null;
@@ -362,6 +365,7 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
     }
   }
 
+  trace('doctor: probes done');
   return {
     schemaVersion: DOCTOR_SCHEMA_VERSION,
     source: { root: root.dir, live: root.live, kernel: release },
