@@ -29,7 +29,8 @@ import { createGzip, constants as zc } from 'node:zlib';
 import type { Runner } from '../util/exec.js';
 import { NestvirtError } from '../errors.js';
 import { PROJECT_ROOT, VERSION } from '../version.js';
-import { Dirs, Files } from '../state/paths.js';
+import { Files } from '../state/paths.js';
+import { writeJson } from '../state/store.js';
 import {
   probeQemu,
   qemuFeaturesKey,
@@ -352,11 +353,7 @@ export async function buildHypervisor(
       key: qemuFeaturesKey(await realpath(qemu), hostQemu),
       features: { ...(await probeQemu(ctx.run, qemu)), binary: qemu },
     };
-    await mkdir(join(stage, GUEST_STATE_ROOT, Dirs.cache), { recursive: true });
-    await writeFile(
-      join(stage, GUEST_STATE_ROOT, QEMU_FEATURES_CACHE),
-      JSON.stringify(cached, null, 2) + '\n',
-    );
+    await writeJson(join(stage, GUEST_STATE_ROOT, QEMU_FEATURES_CACHE), cached);
     const qemuMods = '/usr/lib/x86_64-linux-gnu/qemu';
     for (const f of await readdir(qemuMods).catch(() => [] as string[]))
       if (f.startsWith('accel-')) {

@@ -82,13 +82,8 @@ function stepper(progress: Progress | undefined): Step {
   return (title, fn) => (progress ? progress.step(title, fn) : fn(() => {}));
 }
 
-async function exists(p: string): Promise<boolean> {
-  return existsSync(p);
-}
-
-async function filesPresent(spec: ImageSpec): Promise<boolean> {
-  for (const p of [spec.kernel, spec.initrd, spec.disk]) if (p && !(await exists(p))) return false;
-  return true;
+function filesPresent(spec: ImageSpec): boolean {
+  return [spec.kernel, spec.initrd, spec.disk].every((p) => !p || existsSync(p));
 }
 
 const STAMP_FILE = '.inputs-stamp';
@@ -135,7 +130,7 @@ export async function getImage(opts: GetImageOptions): Promise<ImageSpec> {
         `no image named ${JSON.stringify(name)}`,
         `built-in images: ${BUILTINS.join(', ')}; import a disk with \`nestvirt image import ${name} FILE|URL\`; list images with \`nestvirt image ls\``,
       );
-    if (!(await filesPresent(spec)))
+    if (!filesPresent(spec))
       throw new NotPossibleError(
         'image.corrupt',
         `image ${name} is missing its files (${imageDir(root, name)})`,
@@ -145,7 +140,7 @@ export async function getImage(opts: GetImageOptions): Promise<ImageSpec> {
   }
   if (!opts.rebuild) {
     const spec = await readImage(root, name);
-    if (spec && (await filesPresent(spec))) {
+    if (spec && filesPresent(spec)) {
       let stored = '';
       try {
         stored = readFileSync(join(imageDir(root, name), STAMP_FILE), 'utf8');
@@ -171,11 +166,11 @@ export async function getImage(opts: GetImageOptions): Promise<ImageSpec> {
       });
     } catch (e) {
       // Inside a guest with no apt (a pre-seeded image), keep what is there.
-      if (spec && (await filesPresent(spec))) return spec;
+      if (spec && filesPresent(spec)) return spec;
       throw e;
     }
     const hash = inputsHash(computed.inputs);
-    if (spec && !opts.rebuild && spec.inputsHash === hash && (await filesPresent(spec))) {
+    if (spec && !opts.rebuild && spec.inputsHash === hash && filesPresent(spec)) {
       await writeFile(join(imageDir(root, name), STAMP_FILE), await inputsStamp(name, root)).catch(
         () => undefined,
       );
@@ -238,11 +233,11 @@ export async function install(
     await chmod(tmp, 0o755); // QEMU may run as another user (libvirt): the files must be readable.
     const spec = await make(tmp, finalDir);
     await writeJson(join(tmp, Files.spec), spec);
-    if (await exists(finalDir)) {
+    if (existsSync(finalDir)) {
       // Files of the old version still needed (a VM overlay's backing disk) move over.
       if (opts.keep)
         for (const f of await readdir(finalDir))
-          if (opts.keep(f) && !(await exists(join(tmp, f))))
+          if (opts.keep(f) && !existsSync(join(tmp, f)))
             await rename(join(finalDir, f), join(tmp, f));
       const old = await mkdtemp(join(base, `.${name}.old-`));
       await rename(finalDir, join(old, 'x'));
@@ -305,7 +300,7 @@ export async function removeImage(root: string, name: string): Promise<void> {
     name,
     async () => {
       const dir = imageDir(root, name);
-      if (!(await exists(dir)))
+      if (!existsSync(dir))
         throw new UsageError(
           'image.not-found',
           `no image named ${JSON.stringify(name)}`,

@@ -53,6 +53,9 @@ function line(p: string): string {
   }
 }
 
+/** Where the verdict is cached, under the state root. */
+export const HOST_VERDICT_CACHE = join(Dirs.cache, 'host-verdict.json');
+
 /** The cache key: changes when the machine reboots or KVM's state changes. */
 export function verdictKey(): string {
   let dev = 'none';
@@ -115,7 +118,7 @@ export async function hostVerdict(
   env: NodeJS.ProcessEnv,
 ): Promise<HostVerdict> {
   const key = verdictKey();
-  const file = join(root, Dirs.cache, 'host-verdict.json');
+  const file = join(root, HOST_VERDICT_CACHE);
   try {
     const c = await readJson<HostVerdict>(file);
     if (c && c.key === key && c.chain) return c;
@@ -161,7 +164,7 @@ export function verdictFrom(facts: HostFacts, v: Verdict): HostVerdict {
  */
 export async function saveHostVerdict(root: string, hv: HostVerdict): Promise<void> {
   try {
-    await writeJson(join(root, Dirs.cache, 'host-verdict.json'), hv);
+    await writeJson(join(root, HOST_VERDICT_CACHE), hv);
   } catch {
     /* a read-only state dir: the next run probes again */
   }

@@ -180,7 +180,6 @@ export async function createVm(
       'e.g. nestvirt run tiny',
     );
 
-  trace('create: image checked');
   mkdirSync(vmsDir(deps.root), { recursive: true });
   try {
     mkdirSync(p.dir); // the claim: exactly one creator wins
@@ -193,7 +192,6 @@ export async function createVm(
       );
     throw e;
   }
-  trace('create: claimed');
   const lock = await lockVm(p, 30_000).catch(async (e) => {
     await rm(p.dir, { recursive: true, force: true });
     throw e;
@@ -264,7 +262,6 @@ export async function createVm(
       },
       createdAt: new Date().toISOString(),
     };
-    trace('create: locked, disk made');
     const extra = o.prepare ? await o.prepare(p, spec, image) : undefined;
     const final: VmSpec = { ...spec, ...(extra ?? {}) };
     const runtime: VmRuntime = { state: 'stopped', pid: null, accel: null };
@@ -341,9 +338,7 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
   const p = checkVmPaths(deps.root, name);
   const lock = await lockVm(p);
   try {
-    trace('start: locked');
     const r = await reconcile(p, { write: 'locked' });
-    trace('start: reconciled');
     if (r.pid !== null)
       return {
         pid: r.pid,
@@ -371,9 +366,7 @@ export async function startVm(name: string, deps: VmDeps): Promise<StartResult> 
     trace('start: features and host verdict');
     const launch = launchSpec(spec, p, choice.accel, hv);
     const argv = [features.binary, ...qemuArgv(launch, features)];
-    trace('start: argv');
     await clearRuntimeFiles(p);
-    trace('start: cleared');
     const startedAt = new Date().toISOString();
     await vmNicsUp(deps, name, spec.nics);
     trace('start: spawn QEMU');
