@@ -117,6 +117,14 @@ export function detectMachine(i: MachineInputs): MachineFacts {
       else if (!hv && /KVM/.test(b[1]!)) hv = 'kvm';
       else if (!hv && /Xen/.test(b[1]!)) hv = 'xen';
     }
+    // kvm_pvm's own word, logged later in boot than the lines above: those
+    // early lines are the first to leave the ring buffer on a long-running
+    // machine, this one holds out longer.
+    if (/kvm-pvm: this kernel is itself a kvm-pvm guest/.test(l) && hv !== 'pvm') {
+      hv = 'pvm';
+      virtual = true;
+      ev.push('kernel: kvm-pvm: this kernel is itself a kvm-pvm guest');
+    }
   }
 
   // CPU.
