@@ -95,7 +95,7 @@ async function handMadeChain(
 
 function demo(home: string): Promise<DemoResult> {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [BIN, 'demo', '--json'], {
+    const c = spawn(BIN, ['demo', '--json'], {
       env: { ...process.env, NESTVIRT_HOME: home, NESTVIRT_CACHE: TEST_CACHE, NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });

@@ -140,36 +140,32 @@ async function main(): Promise<void> {
   );
 
   // Warm-up (not counted): fills nestvirt's caches (QEMU features, host verdict) and the page cache.
-  const w = await exec([process.execPath, BIN, 'run', 'tiny', '--name', 'warm', '--wait'], env);
+  const w = await exec([BIN, 'run', 'tiny', '--name', 'warm', '--wait'], env);
   if (w.code !== 0) throw new Error(`warm-up failed: ${w.stderr}`);
   const ls = JSON.parse(
-    (await run([process.execPath, BIN, 'ls', '--json'], { env: { ...process.env, ...env } }))
-      .stdout,
+    (await run([BIN, 'ls', '--json'], { env: { ...process.env, ...env } })).stdout,
   ) as { vms: { pid: number }[] };
   const rss = [await rssKiB(ls.vms[0]!.pid)];
-  await exec([process.execPath, BIN, 'rm', '--force', 'warm'], env);
+  await exec([BIN, 'rm', '--force', 'warm'], env);
 
   const nv: number[] = [];
   const own: number[] = [];
   const bare: number[] = [];
   for (let i = 0; i < N; i++) {
-    const r = await exec(
-      [process.execPath, BIN, 'run', 'tiny', '--name', `b${i}`, '--wait', '--json'],
-      env,
-    );
+    const r = await exec([BIN, 'run', 'tiny', '--name', `b${i}`, '--wait', '--json'], env);
     if (r.code !== 0) throw new Error(`nestvirt run failed: ${r.stderr}`);
     nv.push(r.ms);
     // nestvirt's own share: the command's wall time minus QEMU's start-to-ready (readyMs).
     own.push(r.ms - (JSON.parse(r.stdout) as { readyMs: number }).readyMs);
     const l = JSON.parse(
       (
-        await run([process.execPath, BIN, 'info', `b${i}`, '--json'], {
+        await run([BIN, 'info', `b${i}`, '--json'], {
           env: { ...process.env, ...env },
         })
       ).stdout,
     ) as { pid: number };
     rss.push(await rssKiB(l.pid));
-    await exec([process.execPath, BIN, 'rm', '--force', `b${i}`], env);
+    await exec([BIN, 'rm', '--force', `b${i}`], env);
     const d = await mkdtemp(join(tmpdir(), 'nv-bare-'));
     bare.push(await bareBoot(d, tiny.kernel!, tiny.initrd!, tiny.cmdline ?? '', accel, cpu));
     await rm(d, { recursive: true, force: true });
@@ -219,13 +215,13 @@ async function main(): Promise<void> {
   const lsT: number[] = [];
   const nodeT: number[] = [];
   for (let i = 0; i < 10; i++) {
-    const r = await exec([process.execPath, BIN, 'ls', '--json'], env);
+    const r = await exec([BIN, 'ls', '--json'], env);
     if (r.code !== 0) throw new Error(r.stderr);
     lsT.push(r.ms);
     nodeT.push((await exec([process.execPath, '-e', '0'], env)).ms);
   }
   const verT: number[] = [];
-  for (let i = 0; i < 10; i++) verT.push((await exec([process.execPath, BIN, 'version'], env)).ms);
+  for (let i = 0; i < 10; i++) verT.push((await exec([BIN, 'version'], env)).ms);
   console.log(
     `start-up alone, same run (median of 10): \`node -e 0\` ${median(nodeT).toFixed(0)} ms, \`nestvirt version\` (node + loading every command's modules) ${median(verT).toFixed(0)} ms`,
   );

@@ -11,7 +11,7 @@ import { BIN_PATH } from '../version.js';
 function selfRunner(env: NodeJS.ProcessEnv): SelfRunner {
   return (argv, opts = {}) =>
     new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN_PATH, ...argv], {
+      const child = spawn(BIN_PATH, argv, {
         env: { ...env, NO_COLOR: '1' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

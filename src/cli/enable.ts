@@ -2,6 +2,7 @@
  * `nestvirt enable [--dry-run] [--persist] [--script] [--json]`: KVM nesting
  * on for this machine's module. Also the shared runner of `disable`.
  */
+import { stat } from 'node:fs/promises';
 import type { Command, Context, ParsedArgs } from './command.js';
 import { bool, str } from './command.js';
 import { eprintln, paint, printJson, println, Progress } from './output.js';
@@ -85,7 +86,6 @@ export async function runNesting(
     );
   const root = rootFlag ?? ctx.env[HOST_ROOT_ENV] ?? '/';
   if (rootFlag !== undefined) {
-    const { stat } = await import('node:fs/promises');
     const st = await stat(rootFlag).catch(() => undefined);
     if (!st?.isDirectory())
       throw new UsageError(

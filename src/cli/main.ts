@@ -83,8 +83,21 @@ export async function main(argv: string[], ctx: Context): Promise<number> {
   }
 }
 
+/**
+ * bin/nestvirt moves NODE_EXTRA_CA_CERTS aside, to NESTVIRT_DEFERRED_CA_CERTS,
+ * for commands that make no HTTPS request (node would load it at start-up);
+ * this puts it back, so programs started from here see it unchanged.
+ */
+export function restoreDeferredEnv(env: NodeJS.ProcessEnv): void {
+  const deferred = env.NESTVIRT_DEFERRED_CA_CERTS;
+  if (deferred === undefined) return;
+  env.NODE_EXTRA_CA_CERTS = deferred;
+  delete env.NESTVIRT_DEFERRED_CA_CERTS;
+}
+
 /** The process entry: real output, runner and environment. */
 export async function cli(): Promise<void> {
+  restoreDeferredEnv(process.env);
   const ctx: Context = { out: makeOutput(), run, env: process.env, uid: process.getuid?.() ?? 0 };
   const code = await main(process.argv.slice(2), ctx);
   process.exitCode = code;

@@ -10,7 +10,9 @@ import {
   lstat,
   mkdir,
   readFile,
+  readdir,
   readlink,
+  rm,
   stat,
   symlink,
   writeFile,
@@ -120,7 +122,6 @@ export async function installModules(
 
 /** Writes rendered guest files (replacing applet links of the same name). */
 export async function writeGuestFiles(stage: string, files: readonly GuestFile[]): Promise<void> {
-  const { rm } = await import('node:fs/promises');
   for (const f of files) {
     const p = join(stage, f.path);
     await mkdir(dirname(p), { recursive: true });
@@ -141,7 +142,6 @@ export async function copyTree(src: string, dest: string): Promise<void> {
 
 /** Total size in bytes of a tree (regular files only). */
 export async function treeSize(dir: string): Promise<number> {
-  const { readdir } = await import('node:fs/promises');
   let total = 0;
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);

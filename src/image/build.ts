@@ -142,7 +142,9 @@ export async function nestvirtBuildId(root = PROJECT_ROOT): Promise<string> {
   const files = [
     join(root, 'package.json'),
     ...(await listFiles(join(root, 'bin'))),
-    ...(await listFiles(join(root, 'dist', 'cli'))),
+    // Not the code cache: it derives from app.cjs and node, and V8 does not
+    // promise the same bytes from one build to the next.
+    ...(await listFiles(join(root, 'dist', 'cli'))).filter((f) => !f.endsWith('.cache')),
   ];
   for (const f of files.sort()) {
     h.update(relative(root, f) + '\0');

@@ -3,7 +3,7 @@
  * and command of its holder; a lock whose holder is dead is stale and is
  * taken over, so a crashed command blocks nobody.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BusyError } from '../errors.js';
@@ -91,7 +91,6 @@ async function takeOverStale(path: string, pid: number): Promise<void> {
 }
 
 async function ageMs(path: string): Promise<number> {
-  const { stat } = await import('node:fs/promises');
   try {
     return Date.now() - (await stat(path)).mtimeMs;
   } catch {

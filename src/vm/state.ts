@@ -5,7 +5,7 @@
  * it), so a stale pidfile, a reused pid or a QEMU killed with -9 all show as
  * `stopped`, with the last console lines kept in runtime.json.
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { readFile, readdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NotPossibleError } from '../errors.js';
@@ -39,20 +39,23 @@ export function vmsDir(root: string): string {
 }
 
 export function vmPaths(root: string, name: string): VmPaths {
+  // One join: the file names are plain names, so `${dir}/${file}` is already
+  // normal (ls builds these for every VM).
   const dir = join(root, Dirs.vms, name);
+  const f = (file: string): string => `${dir}/${file}`;
   return {
     name,
     dir,
-    spec: join(dir, Files.spec),
-    runtime: join(dir, Files.runtime),
-    pid: join(dir, Files.pid),
-    qmp: join(dir, Files.qmp),
-    qga: join(dir, Files.qga),
-    serial: join(dir, Files.serial),
-    serialLog: join(dir, Files.serialLog),
-    qemuLog: join(dir, Files.qemuLog),
-    overlay: join(dir, Files.overlay),
-    seed: join(dir, Files.seed),
+    spec: f(Files.spec),
+    runtime: f(Files.runtime),
+    pid: f(Files.pid),
+    qmp: f(Files.qmp),
+    qga: f(Files.qga),
+    serial: f(Files.serial),
+    serialLog: f(Files.serialLog),
+    qemuLog: f(Files.qemuLog),
+    overlay: f(Files.overlay),
+    seed: f(Files.seed),
     lock: join(root, Dirs.locks, `vm.${name}.lock`),
   };
 }
@@ -108,7 +111,7 @@ export async function pidIsOurs(pid: number | null | undefined, marker: string):
 export async function livePid(p: VmPaths, rt: VmRuntime): Promise<number | null> {
   let filePid: number | null = null;
   try {
-    filePid = Number(readFileSync(p.pid, 'utf8').trim()) || null;
+    if (existsSync(p.pid)) filePid = Number(readFileSync(p.pid, 'utf8').trim()) || null;
   } catch {
     /* no pidfile */
   }

@@ -39,7 +39,7 @@ export function nsNestvirt(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const timeoutMs = opts.timeoutMs ?? 300_000;
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, BIN, ...args], {
+    const child = spawn('ip', ['netns', 'exec', ns, BIN, ...args], {
       env: { ...process.env, NESTVIRT_HOME: home, NO_COLOR: '1', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -71,7 +71,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; m
 for m in qemu_fw_cfg irqbypass kvm ccp; do insmod /mods/$m.ko; done
 insmod /mods/kvm-amd.ko nested=1
 cd /nv
-PATH=/usr/bin:/bin NESTVIRT_PROBE_TIMEOUT_MS=60000 node /nv/bin/nestvirt doctor --json >/tmp/out.json 2>/tmp/err.txt
+PATH=/usr/bin:/bin NESTVIRT_PROBE_TIMEOUT_MS=60000 /nv/bin/nestvirt doctor --json >/tmp/out.json 2>/tmp/err.txt
 rc=$?
 # The report goes to the second serial port: the kernel's console messages
 # share the first one and could interleave with it.

@@ -60,7 +60,7 @@ export interface Pty {
 
 /** Runs `nestvirt ARGV...` on a pseudo-terminal (through util-linux `script`). */
 export function onPty(argv: string[], env: NodeJS.ProcessEnv, after = ''): Pty {
-  const cmd = shellQuote([process.execPath, BIN, ...argv]) + after;
+  const cmd = shellQuote([BIN, ...argv]) + after;
   const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
     env: { ...process.env, NO_COLOR: '1', TERM: 'xterm', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { compute_v1 } from '@googleapis/compute';
 import type { OrgPolicyClient } from '@google-cloud/org-policy';
 import { NotPossibleError, UsageError } from '../../errors.js';
+import { googleAuth, googleCompute, googleOrgPolicy } from '../../util/lazy.js';
 
 export const SCOPES = ['https://www.googleapis.com/auth/cloud-platform'];
 export const ENDPOINT_ENV = 'NESTVIRT_GCP_ENDPOINT';
@@ -104,11 +105,9 @@ export async function connect(
   // A known project spares google-auth-library its project-id discovery
   // (which runs `gcloud config config-helper` and asks the metadata server).
   const projectId = opts.project ? { projectId: opts.project } : {};
-  const [{ GoogleAuth }, { compute }, { OrgPolicyClient }] = await Promise.all([
-    import('google-auth-library'),
-    import('@googleapis/compute'),
-    import('@google-cloud/org-policy'),
-  ]);
+  const { GoogleAuth } = googleAuth();
+  const { compute } = googleCompute();
+  const { OrgPolicyClient } = googleOrgPolicy();
   const auth = new GoogleAuth({
     scopes: SCOPES,
     ...projectId,

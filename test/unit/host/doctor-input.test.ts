@@ -77,13 +77,7 @@ test('--root that is not readable by the invoking user', async () => {
     await chmod(join(dir, 'tree'), 0o700);
     await chmod(dir, 0o755);
     // Root ignores permission bits: run the CLI as nobody (setpriv, util-linux).
-    const argv = [
-      process.execPath,
-      await binForOtherUsers(),
-      'doctor',
-      '--root',
-      join(dir, 'tree'),
-    ];
+    const argv = [await binForOtherUsers(), 'doctor', '--root', join(dir, 'tree')];
     const cmd =
       process.getuid?.() === 0
         ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...argv]
@@ -113,7 +107,6 @@ test('--capture into a directory the user cannot write', async () => {
   try {
     await chmod(dir, 0o555);
     const argv = [
-      process.execPath,
       await binForOtherUsers(),
       'doctor',
       '--no-probe',
