@@ -451,11 +451,18 @@ async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promis
       );
     }
     try {
-      const q = await QmpClient.connect(p.qmp, { timeoutMs: 2000 });
+      // Once connected, wait for the greeting as long as the start may take:
+      // QEMU serves one QMP client at a time, so a client that gives up and
+      // reconnects leaves a dead connection queued ahead of its next one. A
+      // QEMU slower than the client's patience (a KVM guest's QEMU inside a
+      // TCG guest, under load) then never reached a live client: 60 s lost.
+      const q = await QmpClient.connect(p.qmp, {
+        timeoutMs: Math.max(2000, deadline - Date.now()),
+      });
       q.close();
       return child.pid!;
     } catch {
-      /* not up yet */
+      /* not up yet (no socket), or QEMU exited: checked above */
     }
     if (Date.now() > deadline) {
       try {
