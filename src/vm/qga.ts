@@ -221,7 +221,9 @@ export class QgaClient {
 
   /**
    * Runs a program in the guest and waits for it: guest-exec with
-   * capture-output, then guest-exec-status polling (10 ms growing to 200 ms).
+   * capture-output, then guest-exec-status polling (10 ms growing to 100 ms:
+   * a nested `nestvirt exec` hop lasts about a second, and a longer step
+   * would mostly add waiting after the command is done).
    * Throws QgaTimeout when it has not exited after timeoutMs.
    */
   async exec(
@@ -253,7 +255,7 @@ export class QgaClient {
       if (Date.now() >= deadline)
         throw new QgaTimeout(`${argv.join(' ')} (still running in the guest)`, timeoutMs);
       await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(200, delay * 2);
+      delay = Math.min(100, delay * 2);
     }
   }
 
