@@ -33,6 +33,10 @@ await build({
   // import.meta.url (version.ts finds package.json by it) as in an ES module.
   define: { 'import.meta.url': '__nestvirtModuleUrl' },
   banner: { js: 'var __nestvirtModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  // Whitespace and syntax only: a third less to read and deserialise at
+  // every start (~3 ms here), names kept for stack traces.
+  minifyWhitespace: true,
+  minifySyntax: true,
   sourcemap: 'linked',
   logLevel: 'warning',
 });
