@@ -168,7 +168,10 @@ test('inputsHash is stable under key order and changes with any value', () => {
 });
 
 test('kernelCmdline: serial console, panic reboots, root by label for the hypervisor', () => {
-  assert.equal(kernelCmdline(), 'console=ttyS0 8250.nr_uarts=1 pci=noearly cryptomgr.notests panic=-1 quiet');
+  assert.equal(
+    kernelCmdline(),
+    'console=ttyS0 8250.nr_uarts=1 pci=noearly cryptomgr.notests panic=-1 quiet',
+  );
   assert.equal(
     kernelCmdline({ rootLabel: 'nestvirt-root' }),
     'console=ttyS0 8250.nr_uarts=1 pci=noearly cryptomgr.notests panic=-1 quiet nestvirt.root=LABEL=nestvirt-root',
