@@ -49,10 +49,11 @@ import {
   RECIPE_VERSION,
   inputsHash,
   kernelCmdline,
+  parseLdd,
   type BuiltinName,
   type Inputs,
 } from './recipe.js';
-import { ROOTFS_MARKER, guestFiles } from './guest.js';
+import { HYPERVISOR_PREFETCH, PREFETCH_LIST, ROOTFS_MARKER, guestFiles } from './guest.js';
 import {
   bundleModules,
   ensureKernelBundle,
@@ -356,6 +357,18 @@ export async function buildHypervisor(
       features: { ...(await probeQemu(ctx.run, qemu)), binary: qemu },
     };
     await writeJson(join(stage, GUEST_STATE_ROOT, QEMU_FEATURES_CACHE), cached);
+    const libs = new Set<string>();
+    for (const prog of [qemu, process.execPath]) {
+      const l = await ctx.run(['ldd', prog], { check: false });
+      if (l.code === 0) for (const lib of parseLdd(l.stdout)) libs.add(lib.replace(/^\//, ''));
+    }
+    await writeGuestFiles(stage, [
+      {
+        path: PREFETCH_LIST,
+        content: [...HYPERVISOR_PREFETCH, ...libs].join('\n') + '\n',
+        mode: 0o644,
+      },
+    ]);
     const qemuMods = '/usr/lib/x86_64-linux-gnu/qemu';
     for (const f of await readdir(qemuMods).catch(() => [] as string[]))
       if (f.startsWith('accel-')) {

@@ -38,6 +38,23 @@ export interface GuestOptions {
   bootModules?: readonly string[];
 }
 
+/**
+ * Files of the hypervisor root disk that its first nestvirt commands read
+ * (node, the CLI bundle, QEMU; the image build adds their shared
+ * libraries), listed one per line in PREFETCH_LIST and read in one
+ * sequential pass before the switch to the root disk. Under TCG, node's
+ * first start faulting its binary in from the disk took ~0.9 s more than a
+ * warm start, and doctor inside the outer VM ~3.5 s instead of ~2.5 s.
+ */
+export const HYPERVISOR_PREFETCH = [
+  'usr/bin/node',
+  'opt/nestvirt/dist/cli/app.cjs',
+  'opt/nestvirt/dist/cli/app.cjs.cache',
+  'usr/bin/qemu-system-x86_64',
+] as const;
+/** Where the hypervisor root disk lists its read-ahead files (relative to /). */
+export const PREFETCH_LIST = 'etc/nestvirt/prefetch';
+
 /** Renders /init (busybox sh). */
 export function renderInit(opts: GuestOptions): string {
   const mods = (opts.bootModules ?? BOOT_MODULES).join(' ');
@@ -68,6 +85,10 @@ if [ -n "$root" ] && [ ! -e /${ROOTFS_MARKER} ]; then
   else
     mkdir -p /newroot
     if mount -t ext4 -o rw "$dev" /newroot; then
+      # Read ahead, in one sequential pass, what the first nestvirt
+      # commands inside read (${PREFETCH_LIST}, written by the image build):
+      # their page faults, under TCG, cost more.
+      (cd /newroot && [ -r ${PREFETCH_LIST} ] && cat $(cat ${PREFETCH_LIST}) >/dev/null 2>&1)
       mount --move /dev /newroot/dev
       mount --move /sys /newroot/sys
       mount --move /proc /newroot/proc

@@ -10,7 +10,7 @@ import { crypto } from '../util/lazy.js';
  * Bump when the build recipe changes in a way that changes the result; it is
  * part of every built-in image's inputs hash, so a bump rebuilds them.
  */
-export const RECIPE_VERSION = 12;
+export const RECIPE_VERSION = 13;
 
 /**
  * How the initramfs is compressed. Measured with bench/image-boot.ts (10

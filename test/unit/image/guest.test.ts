@@ -9,6 +9,7 @@ import {
   guestFiles,
   renderInit,
   renderInittab,
+  PREFETCH_LIST,
   ROOTFS_MARKER,
   QGA_PORT,
 } from '../../../src/image/guest.js';
@@ -37,6 +38,11 @@ test('/init: mounts, loads modules, switches root only when asked, prints the re
   assert.ok(
     s.indexOf(READY_MARKER) > s.indexOf('udhcpc') &&
       s.indexOf(READY_MARKER) < s.indexOf('exec /bin/busybox init'),
+  );
+  // The root disk's read-ahead list is read in stage 1, before switch_root.
+  assert.ok(
+    s.indexOf(`cat $(cat ${PREFETCH_LIST})`) > 0 &&
+      s.indexOf(`cat $(cat ${PREFETCH_LIST})`) < s.indexOf('exec switch_root'),
   );
   // Valid shell syntax (busybox sh -n).
   const r = spawnSync('busybox', ['sh', '-n'], { input: s });
