@@ -23,7 +23,7 @@ import { chooseAccel, hostSize, hostVerdict, type HostVerdict } from './host.js'
 import { formatBytes, checkVmName } from './parse.js';
 import { qemuArgv } from './qemu-argv.js';
 import { QgaClient, QgaError, QgaTimeout, type ExecResult } from './qga.js';
-import { QmpClient } from './qmp.js';
+import { QmpClient, awaitQmp } from './qmp.js';
 import {
   clearRuntimeFiles,
   lastExit,
@@ -431,53 +431,39 @@ async function spawnQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promis
   child.on('exit', (code, signal) => (exited = { code, signal }));
   child.on('error', (e) => (spawnError = e));
   child.unref();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (spawnError)
-      throw new NotPossibleError(
-        'vm.qemu-failed',
-        `cannot run ${argv[0]}: ${spawnError.message}`,
-        'install QEMU: apt-get install qemu-system-x86',
-      );
-    // 'exit' can arrive late for a detached, unref'd child on a loaded
-    // machine: a zombie or vanished pid is an exit too.
-    if (!exited && !processAlive(child.pid)) exited = { code: child.exitCode, signal: null };
-    if (exited) {
-      const tail = (await tailLines(p.qemuLog, 3)).filter((l) => !l.startsWith('=== '));
-      throw new NotPossibleError(
-        'vm.qemu-failed',
-        `QEMU exited at start (${exited.code ?? exited.signal}): ${tail.join(' | ').replace(/^qemu-system-\S+: /, '') || 'no message'}`,
-        `see ${p.qemuLog}`,
-      );
-    }
-    try {
-      // Once connected, wait for the greeting as long as the start may take:
-      // QEMU serves one QMP client at a time, so a client that gives up and
-      // reconnects leaves a dead connection queued ahead of its next one. A
-      // QEMU slower than the client's patience (a KVM guest's QEMU inside a
-      // TCG guest, under load) then never reached a live client: 60 s lost.
-      const q = await QmpClient.connect(p.qmp, {
-        timeoutMs: Math.max(2000, deadline - Date.now()),
-      });
-      q.close();
-      return child.pid!;
-    } catch {
-      /* not up yet (no socket), or QEMU exited: checked above */
-    }
-    if (Date.now() > deadline) {
-      try {
-        process.kill(child.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
+  const greeted = await awaitQmp(p.qmp, {
+    deadline: Date.now() + timeoutMs,
+    check: async () => {
+      if (spawnError)
+        throw new NotPossibleError(
+          'vm.qemu-failed',
+          `cannot run ${argv[0]}: ${spawnError.message}`,
+          'install QEMU: apt-get install qemu-system-x86',
+        );
+      // 'exit' can arrive late for a detached, unref'd child on a loaded
+      // machine: a zombie or vanished pid is an exit too.
+      if (!exited && !processAlive(child.pid)) exited = { code: child.exitCode, signal: null };
+      if (exited) {
+        const tail = (await tailLines(p.qemuLog, 3)).filter((l) => !l.startsWith('=== '));
+        throw new NotPossibleError(
+          'vm.qemu-failed',
+          `QEMU exited at start (${exited.code ?? exited.signal}): ${tail.join(' | ').replace(/^qemu-system-\S+: /, '') || 'no message'}`,
+          `see ${p.qemuLog}`,
+        );
       }
-      throw new NotPossibleError(
-        'vm.qemu-timeout',
-        `QEMU did not come up within ${timeoutMs / 1000} s`,
-        `see ${p.qemuLog}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 20));
+    },
+  });
+  if (greeted) return child.pid!;
+  try {
+    process.kill(child.pid!, 'SIGKILL');
+  } catch {
+    /* gone */
   }
+  throw new NotPossibleError(
+    'vm.qemu-timeout',
+    `QEMU did not come up within ${timeoutMs / 1000} s`,
+    `see ${p.qemuLog}`,
+  );
 }
 
 export interface ReadyResult {

@@ -48,6 +48,36 @@ export function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
   });
 }
 
+/**
+ * Waits for a starting QEMU's QMP monitor to greet: true when it did, false
+ * at the deadline. `check` runs before every attempt and throws to stop
+ * (QEMU exited). While the socket is not there yet it retries every 20 ms;
+ * once connected it waits for the greeting until the deadline. QEMU serves
+ * one QMP client at a time, so a client that gives up and reconnects leaves
+ * a dead connection queued ahead of its next one: with a 2 s patience, a
+ * QEMU slower than that to start (a KVM guest's QEMU inside a busy TCG
+ * guest) never reached a live client, and `run` failed after 60 s.
+ */
+export async function awaitQmp(
+  path: string,
+  o: { deadline: number; check: () => Promise<void> | void },
+): Promise<boolean> {
+  for (;;) {
+    await o.check();
+    try {
+      const q = await QmpClient.connect(path, {
+        timeoutMs: Math.max(2000, o.deadline - Date.now()),
+      });
+      q.close();
+      return true;
+    } catch {
+      /* no socket yet, or closed before the greeting (QEMU exited: check says) */
+    }
+    if (Date.now() > o.deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Splits a byte stream into JSON documents, one per line; garbage lines go to onJunk. */
 export class JsonLines {
   private buf = '';

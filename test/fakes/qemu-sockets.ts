@@ -70,11 +70,43 @@ export interface FakeQmpOptions {
   commands?: Record<string, (args: Record<string, unknown> | undefined, s: Socket) => unknown>;
   /** Close the connection after the greeting (a QEMU going away). */
   dieAfterGreeting?: boolean;
+  /**
+   * Serve one client at a time, as QEMU's socket chardev does: later
+   * connections wait in the queue, and each one taken up is greeted only
+   * this many ms later (a QEMU whose main loop is slow).
+   */
+  slowSerialMs?: number;
 }
 
 /** A FAKE QMP server. `system_powerdown` emits POWERDOWN; `quit` closes. */
 export function fakeQmp(opts: FakeQmpOptions = {}): Promise<FakeServer> {
+  if (opts.slowSerialMs === undefined) return listen((s, requests) => serveQmp(s, requests, opts));
+  const queue: Socket[] = [];
+  let busy = false;
+  const next = (requests: Record<string, unknown>[]): void => {
+    if (busy) return;
+    const s = queue.shift();
+    if (!s) return;
+    busy = true;
+    setTimeout(() => {
+      const release = (): void => {
+        busy = false;
+        next(requests);
+      };
+      if (s.destroyed) return release(); // the client gave up while queued
+      s.once('close', release);
+      serveQmp(s, requests, opts);
+    }, opts.slowSerialMs);
+  };
   return listen((s, requests) => {
+    s.resume(); // notice a client that hangs up while queued
+    queue.push(s);
+    next(requests);
+  });
+}
+
+function serveQmp(s: Socket, requests: Record<string, unknown>[], opts: FakeQmpOptions): void {
+  {
     s.write(
       JSON.stringify({
         QMP: {
@@ -123,7 +155,7 @@ export function fakeQmp(opts: FakeQmpOptions = {}): Promise<FakeServer> {
       }
       reply({ error: { class: 'CommandNotFound', desc: `The command ${cmd} has not been found` } });
     });
-  });
+  }
 }
 
 export interface FakeExec {

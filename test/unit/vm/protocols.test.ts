@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QmpClient, QmpError, JsonLines } from '../../../src/vm/qmp.js';
+import { QmpClient, QmpError, JsonLines, awaitQmp } from '../../../src/vm/qmp.js';
 import { QgaClient, QgaError, QgaTimeout } from '../../../src/vm/qga.js';
 import { fakeQmp, fakeQga } from '../../fakes/qemu-sockets.js';
 
@@ -47,6 +47,40 @@ test('QMP: a server that hangs up after the greeting is a clear error', async ()
     await srv.close();
   }
   await assert.rejects(QmpClient.connect('/nonexistent/qmp.sock', { timeoutMs: 500 }), /ENOENT/);
+});
+
+test("awaitQmp: a QEMU slower to greet than a client's patience is still reached", async () => {
+  // One client at a time, each greeted 2.5 s after it is taken up: a client
+  // that gave up after 2 s and reconnected would queue dead connections
+  // ahead of its live one and never be greeted.
+  const srv = await fakeQmp({ slowSerialMs: 2500 });
+  try {
+    const t0 = Date.now();
+    assert.equal(await awaitQmp(srv.path, { deadline: t0 + 15_000, check: () => {} }), true);
+    assert.ok(Date.now() - t0 < 6000, `greeted after ${Date.now() - t0} ms`);
+    assert.equal(srv.requests[0]!.execute, 'qmp_capabilities');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('awaitQmp: retries until the socket exists, stops when check throws, false at the deadline', async () => {
+  const t0 = Date.now();
+  assert.equal(
+    await awaitQmp('/nonexistent/qmp.sock', { deadline: t0 + 300, check: () => {} }),
+    false,
+  );
+  assert.ok(Date.now() - t0 >= 300);
+  let n = 0;
+  await assert.rejects(
+    awaitQmp('/nonexistent/qmp.sock', {
+      deadline: Date.now() + 10_000,
+      check: () => {
+        if (++n === 3) throw new Error('QEMU exited');
+      },
+    }),
+    /QEMU exited/,
+  );
 });
 
 test('JsonLines: 0xFF markers and garbage between documents', () => {
