@@ -9,7 +9,7 @@
  *               the `tiny` image pre-seeded in /var/lib/nestvirt/images/tiny
  */
 import { crypto } from '../util/lazy.js';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import {
   copyFile,
   link,
@@ -149,22 +149,10 @@ export async function nestvirtBuildId(root = PROJECT_ROOT): Promise<string> {
   ];
   for (const f of files.sort()) {
     h.update(relative(root, f) + '\0');
-    h.update(await readFile(f));
+    h.update(readFileSync(f));
   }
-  for (const d of await productionModules(root)) {
-    let version = '-';
-    try {
-      version =
-        (
-          JSON.parse(await readFile(join(root, 'node_modules', d, 'package.json'), 'utf8')) as {
-            version?: string;
-          }
-        ).version ?? '-';
-    } catch {
-      /* missing: '-' */
-    }
-    h.update(`npm:${d}@${version}\0`);
-  }
+  const versions = productionPackages(root);
+  for (const d of [...versions.keys()].sort()) h.update(`npm:${d}@${versions.get(d)}\0`);
   return h.digest('hex').slice(0, 16);
 }
 
@@ -186,26 +174,36 @@ async function listFiles(dir: string): Promise<string[]> {
 
 /** Names of the packages under node_modules needed at run time (dependencies, recursively). */
 export async function productionModules(root = PROJECT_ROOT): Promise<string[]> {
-  const seen = new Set<string>();
-  const visit = async (pkgJson: string): Promise<void> => {
-    let deps: Record<string, string> = {};
+  return [...productionPackages(root).keys()].sort();
+}
+
+/**
+ * The production packages with their versions ('-' when not installed), in
+ * one pass over their package.json files: synchronous reads, since
+ * `nestvirt run hypervisor` does this on every start (its image's build id).
+ */
+function productionPackages(root: string): Map<string, string> {
+  const seen = new Map<string, string>();
+  const visit = (pkgJson: string): string => {
+    let j: {
+      version?: string;
+      dependencies?: Record<string, string>;
+      optionalDependencies?: Record<string, string>;
+    };
     try {
-      const j = JSON.parse(await readFile(pkgJson, 'utf8')) as {
-        dependencies?: Record<string, string>;
-        optionalDependencies?: Record<string, string>;
-      };
-      deps = { ...j.dependencies, ...j.optionalDependencies };
+      j = JSON.parse(readFileSync(pkgJson, 'utf8')) as typeof j;
     } catch {
-      return;
+      return '-';
     }
-    for (const d of Object.keys(deps)) {
+    for (const d of Object.keys({ ...j.dependencies, ...j.optionalDependencies })) {
       if (seen.has(d)) continue;
-      seen.add(d);
-      await visit(join(root, 'node_modules', d, 'package.json'));
+      seen.set(d, '-');
+      seen.set(d, visit(join(root, 'node_modules', d, 'package.json')));
     }
+    return j.version ?? '-';
   };
-  await visit(join(root, 'package.json'));
-  return [...seen].sort();
+  visit(join(root, 'package.json'));
+  return seen;
 }
 
 /** Everything a built-in's content depends on; its hash decides whether to rebuild. */
