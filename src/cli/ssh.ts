@@ -18,6 +18,7 @@ import {
   runInteractive,
   sshArgv,
   sshForward,
+  sshRetryable,
   waitForSshBanner,
   type GuestInterface,
   type SshVmView,
@@ -34,6 +35,8 @@ export const sshCommand: Command = {
     "changed ones refused) and the image's user (debian on Debian cloud images, else root).",
     "Exits with ssh's exit code: the remote command's, 255 when ssh itself failed. As with ssh,",
     "the words after -- are joined with spaces and run by the remote user's shell.",
+    'In the first minutes after a VM starts, an ssh that fails at once (255) is retried until',
+    '--timeout: cloud-init may restart sshd, or install the key, after sshd first answered.',
     "With user-mode networking it connects to the port `run` forwarded to the guest's port 22;",
     "on a nestvirt network, to the guest's address (asked from the guest agent).",
     '',
@@ -123,6 +126,7 @@ export const sshCommand: Command = {
       else println(ctx.out, shellQuote(argv));
       return 0;
     }
+    const deadline = Date.now() + timeoutS * 1000;
     if (!(await waitForSshBanner(target.host, target.port, timeoutS * 1000)))
       throw new NotPossibleError(
         'ssh.no-answer',
@@ -130,7 +134,22 @@ export const sshCommand: Command = {
         `it may still be booting: see \`nestvirt logs ${name}\`, then retry (or wait longer: --timeout 300)`,
       );
     if (ctx.env.NESTVIRT_DEBUG) eprintln(ctx.out, shellQuote(argv));
-    return runInteractive(argv, ctx.env);
+    const startedAt = r.runtime.startedAt ? Date.parse(r.runtime.startedAt) : NaN;
+    for (let told = false; ;) {
+      const t0 = Date.now();
+      const code = await runInteractive(argv, ctx.env);
+      const age = Number.isNaN(startedAt) ? null : Date.now() - startedAt;
+      if (!sshRetryable(code, Date.now() - t0, age) || Date.now() + 2000 > deadline) return code;
+      if (!told)
+        eprintln(
+          ctx.out,
+          `nestvirt: ssh failed in VM ${name}, which started ${Math.round((age ?? 0) / 1000)} s ago; sshd may still be setting up (cloud-init restarts it): retrying until --timeout`,
+        );
+      told = true;
+      await new Promise((res) => setTimeout(res, 2000));
+      if (!(await waitForSshBanner(target.host, target.port, Math.max(0, deadline - Date.now()))))
+        return code;
+    }
   },
 };
 

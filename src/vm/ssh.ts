@@ -125,6 +125,18 @@ export function sshArgv(
 }
 
 /**
+ * Whether `nestvirt ssh` tries again after ssh exited with `code`, `sessionMs`
+ * after it started, in a VM that started `vmAgeMs` ago. ssh's own failures
+ * (exit 255) in the first minutes of a VM's life are mostly boot races: the
+ * banner answered, then cloud-init restarted sshd (its set-passwords module
+ * does) and the next connection was reset, or the key was not installed yet.
+ * Only quick failures count: a session that lasted is not retried.
+ */
+export function sshRetryable(code: number, sessionMs: number, vmAgeMs: number | null): boolean {
+  return code === 255 && sessionMs < 10_000 && vmAgeMs !== null && vmAgeMs < 10 * 60_000;
+}
+
+/**
  * Waits until an sshd greets on host:port (`SSH-2.0-...`). A port QEMU
  * forwards accepts connections even before the guest listens, so only the
  * banner proves sshd is there. Resolves false at the deadline.

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { NotPossibleError } from '../../../src/errors.js';
 import {
+  sshRetryable,
   guestAddresses,
   pickFreePort,
   resolveSshTarget,
@@ -213,4 +214,17 @@ test('guestAddresses picks the NIC by MAC, IPv4 first, no loopback or link-local
   ]);
   assert.deepEqual(guestAddresses(ifaces, '52:54:00:00:00:02'), []);
   assert.deepEqual(guestAddresses(ifaces, '52:54:00:99:99:99'), []);
+});
+
+test('ssh retries only quick ssh failures (255) in a VM that started minutes ago', () => {
+  // sshd restarted by cloud-init after the banner answered: retried.
+  assert.equal(sshRetryable(255, 300, 40_000), true);
+  // The remote command's own exit code, however quick: not retried.
+  assert.equal(sshRetryable(1, 300, 40_000), false);
+  assert.equal(sshRetryable(0, 300, 40_000), false);
+  // A session that lasted, or a VM up for long: not a boot race.
+  assert.equal(sshRetryable(255, 60_000, 40_000), false);
+  assert.equal(sshRetryable(255, 300, 3 * 3600_000), false);
+  // Start time unknown: not retried.
+  assert.equal(sshRetryable(255, 300, null), false);
 });
