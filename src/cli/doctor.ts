@@ -4,6 +4,7 @@ import { bool, str } from './command.js';
 import { eprintln, paint, printJson, println } from './output.js';
 import { runDoctor } from '../host/doctor.js';
 import { saveHostVerdict, verdictFrom } from '../vm/host.js';
+import { qemuFeatures } from '../vm/features.js';
 import { stateRoot } from '../state/paths.js';
 import { renderDoctor } from '../host/render.js';
 import { writeCapture } from '../host/capture.js';
@@ -71,6 +72,12 @@ export const doctorCommand: Command = {
           'unpack a capture first: mkdir t && tar -xzf FILE -C t',
         );
     }
+    // `run` usually comes next: fill its QEMU feature cache alongside the
+    // probes (four short QEMU starts) rather than at the start of that run.
+    const live = root === undefined && !bool(args, 'no-probe');
+    const warm = live
+      ? qemuFeatures(stateRoot(ctx.env, ctx.uid), ctx.run, ctx.env).catch(() => undefined)
+      : undefined;
     const report = await runDoctor({
       run: ctx.run,
       env: ctx.env,
@@ -80,6 +87,7 @@ export const doctorCommand: Command = {
         if (!json && ctx.out.interactive) eprintln(ctx.out, paint(ctx.out, 'gray', `… ${t}`));
       },
     });
+    await warm;
     trace('doctor: report made');
     // A live, probed verdict is what `run` would compute: cache it for the next run.
     if (root === undefined && !bool(args, 'no-probe'))

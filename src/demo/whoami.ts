@@ -11,11 +11,13 @@ import { FW_CFG_CHAIN_PATH, parseChain, type ChainInfo } from '../host/chain.js'
 export const WHOAMI_SCRIPT = [
   `f=/${FW_CFG_CHAIN_PATH}`,
   '[ -r "$f" ] || modprobe qemu_fw_cfg 2>/dev/null',
-  'hv=$(dmesg 2>/dev/null | sed -n "s/.*Hypervisor detected: //p" | head -n 1)',
-  'cs=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)',
+  // Few programs: each start is a VM exit or several in a guest nested in a TCG guest.
+  'hv=$(dmesg 2>/dev/null | sed -n "/Hypervisor detected: /{s/.*Hypervisor detected: //p;q}")',
+  'cs=; read -r cs </sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null',
   'svm=$(grep -c -w -e svm -e vmx /proc/cpuinfo)',
   'echo "nestvirt-whoami hypervisor=${hv:-none} clocksource=${cs:-unknown} virt-cpus=$svm"',
-  'if [ -r "$f" ]; then printf "chain="; cat "$f"; echo; else echo "chain="; fi',
+  'chain=; [ -r "$f" ] && read -r chain <"$f"',
+  'echo "chain=$chain"',
 ].join('\n');
 
 export interface Whoami {
