@@ -16,8 +16,8 @@ export const WHOAMI_SCRIPT = [
   'cs=; read -r cs </sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null',
   'svm=$(grep -c -w -e svm -e vmx /proc/cpuinfo)',
   'echo "nestvirt-whoami hypervisor=${hv:-none} clocksource=${cs:-unknown} virt-cpus=$svm"',
-  'chain=; [ -r "$f" ] && read -r chain <"$f"',
-  'echo "chain=$chain"',
+  // cat, not `read`: read takes a byte at a time, and every fw_cfg read is port I/O.
+  'if [ -r "$f" ]; then printf "chain="; cat "$f"; echo; else echo "chain="; fi',
 ].join('\n');
 
 export interface Whoami {
