@@ -277,7 +277,7 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
     );
   const kmsg = await readKernelMessages(root, opts.run);
   trace('doctor: kernel messages read');
-  const machine = detectMachine({
+  const detected = detectMachine({
     cpu,
     dmi: readDmi(root),
     sysHypervisor: {
@@ -292,6 +292,25 @@ export async function gatherFacts(opts: GatherOptions): Promise<HostFacts> {
   const primary = primaryModule(cpu.arch, cpu.vendor, modules);
   const device = root.exists('dev/kvm');
   const pvmNotBinding = kmsg.lines.some((l) => /kvm-pvm: .*not binding/.test(l));
+  // The kernel's lines that name PVM leave the ring buffer on a long-running
+  // machine. What stays: kvm_pvm is there, yet this VM has no /dev/kvm and no
+  // VT-x/AMD-V. kvm_pvm exists to give a VM /dev/kvm; it holds back when the
+  // kernel is itself a PVM guest.
+  const machine =
+    (detected.hypervisor === null || detected.hypervisor === 'unknown') &&
+    detected.virtual === true &&
+    primary?.name === 'kvm_pvm' &&
+    !device &&
+    cpuExtension(cpu) === null
+      ? {
+          ...detected,
+          hypervisor: 'pvm' as const,
+          evidence: [
+            ...detected.evidence,
+            'inferred: kvm_pvm is present but this VM has no /dev/kvm and no VT-x/AMD-V, as in a PVM guest',
+          ],
+        }
+      : detected;
   const disabledByFirmware = kmsg.lines.some((l) =>
     /disabled by bios|VMX not enabled|SVM disabled \(by BIOS\)/i.test(l),
   );

@@ -195,9 +195,10 @@ export function diagnose(f: HostFacts): Verdict {
 
   // 1. Can accelerated VMs run here at all?
   let blocked = false;
-  // Without readable kernel messages, kvm_pvm loaded but no /dev/kvm is the same case, inferred.
+  // Without kvm_pvm's own line (kernel messages unreadable, or the line has
+  // left the ring buffer), kvm_pvm present but no /dev/kvm is the same case, inferred.
   const pvmGuestInferred =
-    !f.kvm.pvmNotBinding && mod === 'kvm_pvm' && !f.kvm.device && f.kernel.messagesSource === null;
+    !f.kvm.pvmNotBinding && mod === 'kvm_pvm' && !f.kvm.device && ext === null;
   if ((f.kvm.pvmNotBinding || pvmGuestInferred) && !f.kvm.device) {
     blocked = true;
     add({
@@ -205,7 +206,7 @@ export function diagnose(f: HostFacts): Verdict {
       severity: 'error',
       affects: 'vms',
       message: pvmGuestInferred
-        ? 'kvm_pvm is loaded but provides no /dev/kvm, and the CPU offers no VT-x/AMD-V: this kernel is most likely itself a PVM guest (kernel messages unreadable; as root doctor can confirm)'
+        ? `kvm_pvm is loaded but provides no /dev/kvm, and the CPU offers no VT-x/AMD-V: this kernel is most likely itself a PVM guest (${f.kernel.messagesSource === null ? 'kernel messages unreadable; as root doctor can confirm' : "kvm_pvm's own kernel line is no longer in the ring buffer"})`
         : 'this machine is itself a PVM guest: kvm_pvm is present but does not bind ("this kernel is itself a kvm-pvm guest; not binding"), the CPU offers no VT-x/AMD-V, and there is no /dev/kvm',
       fix: layerBelowFix({ ...f, machine: { ...f.machine, cloud: null, hypervisor: 'pvm' } }),
     });

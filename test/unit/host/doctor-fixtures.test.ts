@@ -132,3 +132,30 @@ test('the nestvirt chain sets an exact level', async () => {
   assert.equal(j.chain.source, 'fw_cfg');
   assert.equal(j.chain.chain[0].name, 'l1');
 });
+
+test('pvm-firecracker after its PVM lines left the ring buffer: the PVM guest is inferred', async () => {
+  const { cp, mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(join(tmpdir(), 'nv-pvm-rotated-'));
+  try {
+    await cp(join(FIXTURES, 'pvm-firecracker'), dir, { recursive: true });
+    // What a long-running machine's ring buffer still holds: nothing about PVM.
+    await writeFile(
+      join(dir, 'nestvirt', 'dmesg.txt'),
+      '[    0.355300] In-situ OAM (IOAM) with IPv6\n[ 9000.1] br0: port 1(tap0) entered forwarding state\n',
+    );
+    const r = await runCli(['doctor', '--root', dir, '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.machine.hypervisor, 'pvm');
+    assert.ok(
+      (j.machine.evidence as string[]).some((e) => /^inferred: kvm_pvm is present/.test(e)),
+      JSON.stringify(j.machine.evidence),
+    );
+    assert.equal(j.kvm.pvmNotBinding, false);
+    assert.equal(j.verdict.problems[0].id, 'kvm.pvm-guest');
+    assert.match(j.verdict.problems[0].message, /no longer in the ring buffer/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
