@@ -82,7 +82,7 @@ export const doctorCommand: Command = {
       run: ctx.run,
       env: ctx.env,
       ...(root !== undefined ? { root } : {}),
-      probe: root === undefined && !bool(args, 'no-probe'),
+      probe: live,
       onStep: (t) => {
         if (!json && ctx.out.interactive) eprintln(ctx.out, paint(ctx.out, 'gray', `… ${t}`));
       },
@@ -90,7 +90,7 @@ export const doctorCommand: Command = {
     await warm;
     trace('doctor: report made');
     // A live, probed verdict is what `run` would compute: cache it for the next run.
-    if (root === undefined && !bool(args, 'no-probe'))
+    if (live)
       await saveHostVerdict(stateRoot(ctx.env, ctx.uid), verdictFrom(report, report.verdict));
     if (capture !== undefined) {
       const n = await writeCapture(capture, report, ctx.run);

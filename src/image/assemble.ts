@@ -69,11 +69,15 @@ export async function copyProgram(
   await copyLibs(run, stage, program);
 }
 
+/** The shared libraries of an ELF file, as ldd resolves them ([] for a static one). */
+export async function sharedLibs(run: Runner, file: string): Promise<string[]> {
+  const r = await run(['ldd', file], { check: false });
+  return r.code === 0 ? parseLdd(r.stdout) : []; // non-zero: "not a dynamic executable"
+}
+
 /** Copies the shared libraries of an ELF file (nothing for a static one). */
 export async function copyLibs(run: Runner, stage: string, file: string): Promise<void> {
-  const r = await run(['ldd', file], { check: false });
-  if (r.code !== 0) return; // "not a dynamic executable"
-  for (const lib of parseLdd(r.stdout)) {
+  for (const lib of await sharedLibs(run, file)) {
     try {
       await lstat(join(stage, lib));
       continue;

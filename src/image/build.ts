@@ -49,7 +49,6 @@ import {
   RECIPE_VERSION,
   inputsHash,
   kernelCmdline,
-  parseLdd,
   type BuiltinName,
   type Inputs,
 } from './recipe.js';
@@ -65,6 +64,7 @@ import {
 import {
   copyIn,
   copyLibs,
+  sharedLibs,
   copyProgram,
   copyTree,
   findProgram,
@@ -197,7 +197,7 @@ function productionPackages(root: string): Map<string, string> {
     }
     for (const d of Object.keys({ ...j.dependencies, ...j.optionalDependencies })) {
       if (seen.has(d)) continue;
-      seen.set(d, '-');
+      seen.set(d, '-'); // marked before the visit: a dependency cycle ends here
       seen.set(d, visit(join(root, 'node_modules', d, 'package.json')));
     }
     return j.version ?? '-';
@@ -356,10 +356,8 @@ export async function buildHypervisor(
     };
     await writeJson(join(stage, GUEST_STATE_ROOT, QEMU_FEATURES_CACHE), cached);
     const libs = new Set<string>();
-    for (const prog of [qemu, process.execPath]) {
-      const l = await ctx.run(['ldd', prog], { check: false });
-      if (l.code === 0) for (const lib of parseLdd(l.stdout)) libs.add(lib.replace(/^\//, ''));
-    }
+    for (const prog of [qemu, process.execPath])
+      for (const lib of await sharedLibs(ctx.run, prog)) libs.add(lib.replace(/^\//, ''));
     await writeGuestFiles(stage, [
       {
         path: PREFETCH_LIST,
